@@ -1,0 +1,87 @@
+r"""Command-line entry point for pretraining (and the end-of-run evaluation).
+
+  python -m mdssl_jax.main --config=configs/demo.py --workdir=/tmp/demo
+  python -m mdssl_jax.main --config=configs/mdssl_cifar_mix.py \
+      --workdir=runs/mdssl --config.method_args.lambda2=0.15
+
+Without --workdir, a fresh `runs/<config name>/<timestamp>` is created and
+printed. Re-running with the same workdir resumes from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/demo.py or configs/x.py:demo.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Output directory (checkpoints, logs, results.json). "
+    "Default: runs/<config name>/<timestamp>.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() (multi-host).")
+
+
+def default_workdir(config_path: str, now: datetime.datetime | None = None
+                    ) -> str:
+  """runs/<config file stem>[_<arg>]/<YYYYmmdd-HHMMSS>."""
+  path, _, arg = config_path.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  if arg:
+    name += "_" + arg.replace(",", "_").replace("=", "-")
+  stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+  return os.path.join("runs", name, stamp)
+
+
+def hide_gpus_from_tf() -> None:
+  """Keeps TensorFlow (used only for tf.data) off the accelerators."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:
+    pass
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None:
+    raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  hide_gpus_from_tf()
+  # Imported late so --help stays fast and TF is configured first.
+  from mdssl_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from mdssl_jax import train  # pylint: disable=g-import-not-at-top
+  from mdssl_jax.data import sources  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  try:
+    config_lib.validate(config)
+  except config_lib.ConfigError as e:
+    sys.exit(f"error: {e}")
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  workdir = _WORKDIR.value
+  if workdir is None:
+    workdir = default_workdir(config_flags.get_config_filename(
+        flags.FLAGS["config"]))
+    print(f"workdir: {workdir}", flush=True)
+  logging.info("JAX devices: %s", jax.devices())
+  try:
+    train.train_and_evaluate(config, workdir)
+  except (ValueError, sources.DatasetNotFoundError, checkpoint.CheckpointError,
+          train.NonFiniteLossError) as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,273 @@
+"""The method interface every SSL method implements, and its shared network.
+
+A method declares
+  * its networks: an online :class:`SSLNetwork` (encoder, projector, optional
+    predictor and extra heads) and, when ``has_target`` is set, an EMA target
+    made of the online encoder and projector;
+  * its views (how many large/small crops it needs, checked at start-up);
+  * its pure loss, called from :meth:`Method.loss` on the network outputs;
+  * its per-step state updates: the EMA is applied by the shared trainer,
+    anything else (DINO centre, SwAV queue) lives in ``buffers`` and is
+    returned updated by :meth:`Method.loss`.
+
+The trainer (:mod:`mdssl_jax.train`) is the same for every method. Adding a
+method is one module under ``mdssl_jax/methods/`` registered with
+:func:`mdssl_jax.methods.register`, one loss in ``mdssl_jax/losses/`` and one
+config (see README, "Add a method").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import einops
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mdssl_jax.models.heads import MLP
+from mdssl_jax.models.resnet import resnet as make_resnet
+from mdssl_jax.losses import monitor as monitor_lib
+
+PyTree = Any
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class SSLNetwork(nn.Module):
+  """Encoder → projector → head → predictor; every stage but the encoder optional.
+
+  Attributes:
+    encoder: module mapping images [B, H, W, 3] to (features [B, F], dict).
+    projector: MLP on the features, or None.
+    head: extra module on the projection (or on the features when there is
+      no projector), called as head(x, train=...): SwAV prototypes, the DINO
+      head. Its output is "head".
+    predictor: MLP on the projection (online branch only), or None.
+  """
+  encoder: nn.Module
+  projector: nn.Module | None = None
+  head: nn.Module | None = None
+  predictor: nn.Module | None = None
+
+  def __call__(self, x: jax.Array, train: bool = True,
+               use_predictor: bool = True) -> dict[str, jax.Array]:
+    """Returns {"features", "proj"?, "head"?, "pred"?}.
+
+    The EMA target branch calls this with use_predictor=False, so it needs
+    (and mirrors) every parameter except the predictor's.
+    """
+    feats, _ = self.encoder(x, train=train)
+    out = {"features": feats}
+    if self.projector is not None:
+      out["proj"] = self.projector(feats, train=train)
+    if self.head is not None:
+      out["head"] = self.head(out.get("proj", feats), train=train)
+    if self.predictor is not None and use_predictor:
+      out["pred"] = self.predictor(out["proj"], train=train)
+    return out
+
+  def features(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Backbone features [B, F] (what the frozen-encoder evaluation uses)."""
+    return self.encoder(x, train=train)[0]
+
+  def intermediates(self, x: jax.Array, train: bool = False):
+    """(features, dict of block outputs) for CKA and dense heads."""
+    return self.encoder(x, train=train)
+
+
+@dataclasses.dataclass
+class StepInputs:
+  """Everything a method's loss sees in one training step."""
+  params: PyTree
+  batch_stats: PyTree
+  target_params: PyTree
+  target_batch_stats: PyTree
+  buffers: dict[str, jax.Array]
+  batch: dict[str, jax.Array]
+  rng: jax.Array
+  step: jax.Array
+
+
+@flax.struct.dataclass
+class StepAux:
+  """What a method's loss returns besides the scalar loss."""
+  metrics: dict[str, jax.Array]
+  batch_stats: PyTree
+  target_batch_stats: PyTree
+  buffers: dict[str, jax.Array]
+
+
+def build_mlp(cfg: ml_collections.ConfigDict, dtype) -> nn.Module:
+  """An MLP head from a `{hidden_dims, out_dim, norm, last_norm}` config."""
+  return MLP(hidden_dims=tuple(cfg.hidden_dims), out_dim=cfg.out_dim,
+                    norm=cfg.get("norm", "batch"),
+                    last_norm=cfg.get("last_norm", "none"),
+                    activation=cfg.get("activation", "relu"), dtype=dtype)
+
+
+def build_encoder(model_cfg: ml_collections.ConfigDict, dtype) -> nn.Module:
+  """The ResNet backbone described by `config.model`."""
+  impl = model_cfg.get("conv_impl", "xla")
+  if impl == "xla":
+    conv = nn.Conv
+  else:
+    from mdssl_jax.models import fast_conv  # pylint: disable=g-import-not-at-top
+    conv = fast_conv.get_conv(impl)
+  return make_resnet(model_cfg.depth,
+                       width_multiplier=model_cfg.width_multiplier,
+                       stem=model_cfg.stem, dtype=dtype,
+                       norm=model_cfg.get("norm", "batch"), conv=conv,
+                       zero_init_residual=model_cfg.get("zero_init_residual",
+                                                        False))
+
+
+class Method:
+  """Base class: a named SSL method over the shared trainer."""
+
+  name: ClassVar[str] = ""
+  has_target: ClassVar[bool] = False
+  has_predictor: ClassVar[bool] = False
+  # Allowed (large, small) view counts; None means any.
+  large_views: ClassVar[tuple[int, ...] | None] = (2,)
+  small_views: ClassVar[tuple[int, ...] | None] = (0,)
+
+  def __init__(self, config: ml_collections.ConfigDict, *, total_steps: int):
+    self.config = config
+    self.args = config.method_args
+    self.total_steps = total_steps
+    self.dtype = _DTYPES[config.get("compute_dtype", "float32")]
+    self.network = self.build_network()
+
+  # ---- declarations ---------------------------------------------------------
+
+  @classmethod
+  def default_args(cls) -> ml_collections.ConfigDict:
+    """Schema and defaults of `config.method_args` for this method."""
+    return ml_collections.ConfigDict()
+
+  @classmethod
+  def validate(cls, config: ml_collections.ConfigDict) -> list[str]:
+    """Cheap start-up checks; returns a list of error messages."""
+    errors = []
+    large = config.views.large.count
+    small = config.views.small.count
+    if cls.large_views is not None and large not in cls.large_views:
+      errors.append(f"method {cls.name!r} needs views.large.count in "
+                    f"{cls.large_views}, got {large}: set "
+                    f"--config.views.large.count={cls.large_views[0]}.")
+    if cls.small_views is not None and small not in cls.small_views:
+      errors.append(f"method {cls.name!r} supports views.small.count in "
+                    f"{cls.small_views}, got {small}.")
+    return errors
+
+  def lr_multiplier(self) -> float:
+    """Method-specific factor on the peak learning rate."""
+    return 1.0
+
+  def build_network(self) -> SSLNetwork:
+    cfg = self.config
+    predictor = (build_mlp(cfg.predictor, self.dtype)
+                 if self.has_predictor else None)
+    return SSLNetwork(encoder=build_encoder(cfg.model, self.dtype),
+                      projector=build_mlp(cfg.projector, self.dtype),
+                      head=self.build_head(), predictor=predictor)
+
+  def build_head(self) -> nn.Module | None:
+    """An extra head after the projector (prototypes, DINO head); None."""
+    return None
+
+  def transform_grads(self, grads: PyTree, step: jax.Array) -> PyTree:
+    """Hook to edit gradients before the optimiser (e.g. freeze a layer)."""
+    del step
+    return grads
+
+  def init_buffers(self) -> dict[str, jax.Array]:
+    """Non-trainable per-step state (e.g. DINO centre); {} by default."""
+    return {}
+
+  # ---- shared helpers -------------------------------------------------------
+
+  def init(self, rng: jax.Array, images: jax.Array) -> tuple[PyTree, PyTree]:
+    """Returns (params, batch_stats) for a sample batch of images."""
+    variables = self.network.init(rng, images, train=True)
+    return variables["params"], variables.get("batch_stats", {})
+
+  def target_subset(self, tree: PyTree) -> PyTree:
+    """The part of an online tree that the EMA target mirrors (no predictor)."""
+    return {k: v for k, v in tree.items() if k != "predictor"}
+
+  def forward(self, params, batch_stats, images, *, train: bool = True,
+              target: bool = False):
+    """Applies the network; `target=True` skips the predictor.
+
+    BatchNorm runs in training mode (batch statistics) for both branches,
+    as in BYOL; each branch updates its own running averages.
+
+    Returns:
+      (outputs dict, updated batch_stats).
+    """
+    variables = {"params": params, "batch_stats": batch_stats}
+    kw = dict(train=train, use_predictor=not target)
+    if not train:
+      return self.network.apply(variables, images, **kw), batch_stats
+    out, updates = self.network.apply(variables, images, mutable=["batch_stats"],
+                                      **kw)
+    return out, updates.get("batch_stats", batch_stats)
+
+  def encode_views(self, params, batch_stats, views: jax.Array, *,
+                   target: bool = False):
+    """Encodes [B, V, H, W, C] views in one pass.
+
+    Returns:
+      (dict of outputs reshaped to [V, B, ...], updated batch_stats).
+    """
+    num_views = views.shape[1]
+    out, batch_stats = self.forward(params, batch_stats,
+                                    self.stack_views(views), target=target)
+    return ({k: self.split_views(v, num_views) for k, v in out.items()},
+            batch_stats)
+
+  @staticmethod
+  def zero_grads_where(grads: PyTree, path_prefix: tuple[str, ...],
+                       condition: jax.Array) -> PyTree:
+    """Zeroes the gradient subtree at `path_prefix` when `condition` holds."""
+    def visit(path, g):
+      keys = tuple(getattr(k, "key", str(k)) for k in path)
+      if keys[:len(path_prefix)] == path_prefix:
+        return jnp.where(condition, jnp.zeros_like(g), g)
+      return g
+    return jax.tree_util.tree_map_with_path(visit, grads)
+
+  @staticmethod
+  def stack_views(views: jax.Array) -> jax.Array:
+    """[B, V, H, W, C] → view-major rows [V·B, H, W, C] (row v·B + i)."""
+    return einops.rearrange(views, "b v h w c -> (v b) h w c")
+
+  @staticmethod
+  def split_views(rows: jax.Array, num_views: int) -> jax.Array:
+    """[V·B, ...] → [V, B, ...]."""
+    return rows.reshape((num_views, -1) + rows.shape[1:])
+
+  @staticmethod
+  def monitor(z: jax.Array, z2: jax.Array | None = None) -> dict:
+    """Collapse diagnostics on projections, prefixed "monitor/"."""
+    stats = monitor_lib.collapse_monitor(jax.lax.stop_gradient(z),
+                                         None if z2 is None
+                                         else jax.lax.stop_gradient(z2))
+    return {f"monitor/{k}": v for k, v in stats.items()}
+
+  def features(self, params, batch_stats, images) -> jax.Array:
+    """Frozen backbone features [B, F] in eval mode (projector discarded)."""
+    return self.network.apply({"params": params, "batch_stats": batch_stats},
+                              images, train=False,
+                              method=SSLNetwork.features)
+
+  # ---- the loss -------------------------------------------------------------
+
+  def loss(self, inputs: StepInputs) -> tuple[jax.Array, StepAux]:
+    """Forward passes + pure loss; must be differentiable in params."""
+    raise NotImplementedError

@@ -1,0 +1,19 @@
+"""Encoders (ResNet family) and heads (MLP, SwAV prototypes, DINO head).
+
+The `resnet(depth, ...)` factory is deliberately not re-exported here so that
+`mdssl_jax.models.resnet` stays the submodule; use
+`from mdssl_jax.models.resnet import resnet` or `models.resnet.resnet(50)`.
+"""
+
+from mdssl_jax.models.heads import DINOHead
+from mdssl_jax.models.heads import MLP
+from mdssl_jax.models.heads import normalize_prototypes
+from mdssl_jax.models.heads import Prototypes
+from mdssl_jax.models.heads import WeightNormDense
+from mdssl_jax.models.resnet import BasicBlock
+from mdssl_jax.models.resnet import BottleneckBlock
+from mdssl_jax.models.resnet import feature_dim
+from mdssl_jax.models.resnet import RESNET_DEPTHS
+from mdssl_jax.models.resnet import ResNet
+from mdssl_jax.models.resnet import resnet_by_name
+from mdssl_jax.models.resnet import resnet_tiny

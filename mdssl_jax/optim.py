@@ -1,0 +1,153 @@
+"""Optimisers, learning-rate and EMA schedules.
+
+Everything here works in *steps*. Durations given in epochs are converted
+once, by :func:`resolve_durations`, so the trainer only ever sees steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+OPTIMIZERS = ("lars", "sgd", "adamw")
+LR_SCALINGS = ("linear", "sqrt", "none")
+
+
+def resolve_durations(config: ml_collections.ConfigDict,
+                      steps_per_epoch: float) -> tuple[int, int]:
+  """Returns (total_steps, warmup_steps) from `*_steps` or `*_epochs` keys.
+
+  Args:
+    config: the run config; reads `total_steps`/`total_epochs` and
+      `optim.warmup_steps`/`optim.warmup_epochs` (a non-negative step count
+      wins over epochs when both are set).
+    steps_per_epoch: optimiser steps in one pass over the training data.
+  """
+  def pick(steps, epochs, what):
+    if steps is not None and steps >= 0:
+      return int(steps)
+    if epochs is not None and epochs >= 0:
+      return int(math.ceil(epochs * steps_per_epoch))
+    raise ValueError(f"Set either {what}_steps or {what}_epochs.")
+
+  total = pick(config.get("total_steps"), config.get("total_epochs"), "total")
+  opt = config.optim
+  warmup = pick(opt.get("warmup_steps"), opt.get("warmup_epochs"),
+                "optim.warmup")
+  if total <= 0:
+    raise ValueError(f"total_steps must be > 0, got {total}.")
+  return total, min(warmup, total)
+
+
+def peak_learning_rate(optim_cfg: ml_collections.ConfigDict,
+                       global_batch: int, multiplier: float = 1.0) -> float:
+  """Scales the base LR by the global batch (in images, not views).
+
+  linear: base × B / divisor (SimCLR/BYOL convention, divisor 256);
+  sqrt: base × sqrt(B); none: base.
+  """
+  scaling = optim_cfg.get("lr_scaling", "linear")
+  base = optim_cfg.base_lr
+  if scaling == "linear":
+    lr = base * global_batch / optim_cfg.get("lr_batch_divisor", 256)
+  elif scaling == "sqrt":
+    lr = base * math.sqrt(global_batch)
+  elif scaling == "none":
+    lr = base
+  else:
+    raise ValueError(f"optim.lr_scaling={scaling!r}; use one of "
+                     f"{LR_SCALINGS}.")
+  return lr * multiplier
+
+
+def warmup_cosine(peak: float, total_steps: int, warmup_steps: int,
+                  end_factor: float = 0.0) -> optax.Schedule:
+  """Linear warm-up from 0 to `peak`, then cosine decay to end_factor·peak."""
+  end = peak * end_factor
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warm = peak * step / max(warmup_steps, 1)
+    frac = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    frac = jnp.clip(frac, 0.0, 1.0)
+    cos = end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+    return jnp.where(step < warmup_steps, warm, cos)
+  return schedule
+
+
+def _matrix_mask(params: Any) -> Any:
+  """True for tensors that get weight decay / LARS adaptation (ndim > 1)."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(
+    optim_cfg: ml_collections.ConfigDict, *, total_steps: int,
+    warmup_steps: int, global_batch: int, lr_multiplier: float = 1.0,
+) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
+  """Builds the optax optimiser and its learning-rate schedule.
+
+  Biases and normalisation parameters (every tensor with ndim ≤ 1) get
+  neither weight decay nor the LARS trust ratio (METHODS.md §1.2).
+
+  Args:
+    optim_cfg: `config.optim` (name, base_lr, lr_scaling, weight_decay,
+      momentum, trust_coefficient, nesterov, b1, b2, end_lr_factor,
+      grad_clip_norm).
+    total_steps: optimiser steps in the run.
+    warmup_steps: linear warm-up steps.
+    global_batch: images per step over all devices and processes.
+    lr_multiplier: method-specific factor (e.g. MSBReg's × K views).
+
+  Returns:
+    (optax transformation, schedule step -> learning rate).
+  """
+  peak = peak_learning_rate(optim_cfg, global_batch, lr_multiplier)
+  lr = warmup_cosine(peak, total_steps, warmup_steps,
+                     optim_cfg.get("end_lr_factor", 0.0))
+  name = optim_cfg.name
+  wd = optim_cfg.get("weight_decay", 0.0)
+  momentum = optim_cfg.get("momentum", 0.9)
+  if name == "lars":
+    tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=_matrix_mask,
+                    trust_coefficient=optim_cfg.get("trust_coefficient", 1e-3),
+                    trust_ratio_mask=_matrix_mask, momentum=momentum,
+                    nesterov=optim_cfg.get("nesterov", False))
+  elif name == "sgd":
+    tx = optax.chain(
+        optax.add_decayed_weights(wd, mask=_matrix_mask),
+        optax.sgd(lr, momentum=momentum or None,
+                  nesterov=optim_cfg.get("nesterov", False)))
+  elif name == "adamw":
+    tx = optax.adamw(lr, b1=optim_cfg.get("b1", 0.9),
+                     b2=optim_cfg.get("b2", 0.999), weight_decay=wd,
+                     mask=_matrix_mask)
+  else:
+    raise ValueError(f"optim.name={name!r}; use one of {OPTIMIZERS}.")
+  clip = optim_cfg.get("grad_clip_norm", 0.0)
+  if clip and clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+  return tx, lr
+
+
+def ema_schedule(base: float, total_steps: int,
+                 kind: str = "cosine") -> Callable[[Any], jax.Array]:
+  """EMA momentum τ_k for target networks (METHODS.md §1.3).
+
+  cosine: τ_k = 1 − (1 − base)·(cos(π k / K) + 1)/2, rising from base to 1
+  (BYOL); constant: τ_k = base.
+  """
+  if not 0.0 <= base <= 1.0:
+    raise ValueError(f"EMA base momentum must be in [0, 1], got {base}.")
+  if kind == "constant":
+    return lambda step: jnp.asarray(base, jnp.float32)
+  if kind != "cosine":
+    raise ValueError(f"ema schedule {kind!r}; use 'cosine' or 'constant'.")
+  def schedule(step):
+    frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(total_steps, 1),
+                    0.0, 1.0)
+    return 1.0 - (1.0 - base) * (jnp.cos(jnp.pi * frac) + 1.0) / 2.0
+  return schedule

@@ -1,0 +1,67 @@
+"""Console progress (steps/s, images/s, ETA) and host-side metric files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+
+def format_duration(seconds: float) -> str:
+  seconds = max(0, int(round(seconds)))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+  """Measures throughput between reports and formats one progress line.
+
+  The clock is injectable so tests can check exact lines.
+  """
+
+  def __init__(self, *, total_steps: int, start_step: int,
+               images_per_step: int, clock: Callable[[], float] = time.time):
+    self.total_steps = total_steps
+    self.images_per_step = images_per_step
+    self._clock = clock
+    self._last_step = start_step
+    self._last_time = clock()
+    self.steps_per_sec = float("nan")
+
+  def line(self, step: int, scalars: dict[str, float]) -> str:
+    """Returns 'step s/T | loss … | x steps/s | y img/s | ETA …'."""
+    now = self._clock()
+    dt = now - self._last_time
+    if step > self._last_step and dt > 0:
+      self.steps_per_sec = (step - self._last_step) / dt
+    self._last_step, self._last_time = step, now
+    eta = ((self.total_steps - step) / self.steps_per_sec
+           if self.steps_per_sec > 0 else float("nan"))
+    parts = [f"step {step}/{self.total_steps}"]
+    for key in ("loss", "lr"):
+      if key in scalars:
+        parts.append(f"{key} {scalars[key]:.4g}")
+    parts.append(f"{self.steps_per_sec:.3g} steps/s")
+    parts.append(f"{self.steps_per_sec * self.images_per_step:.1f} img/s")
+    parts.append("ETA " + (format_duration(eta) if eta == eta else "?"))
+    return " | ".join(parts)
+
+
+class JsonlWriter:
+  """Appends one JSON object per line; used for `metrics.jsonl`."""
+
+  def __init__(self, path: str):
+    self.path = path
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+
+  def write(self, record: dict[str, Any]) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+  def read(self) -> list[dict[str, Any]]:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      return [json.loads(line) for line in f if line.strip()]

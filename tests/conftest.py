@@ -1,0 +1,37 @@
+"""Test-wide setup: 8 simulated CPU devices, quiet TensorFlow, shared data."""
+
+import os
+
+# Must happen before JAX initialises its backends.
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+  os.environ["XLA_FLAGS"] = (
+      _flags + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # pylint: disable=g-import-not-at-top
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+try:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+except Exception:  # pylint: disable=broad-except
+  pass
+
+
+def shared_data_dir() -> Path | None:
+  """../shared/data beside the repo (or $MDSSL_SHARED_DATA), if present."""
+  env = os.environ.get("MDSSL_SHARED_DATA")
+  path = Path(env) if env else (
+      Path(__file__).resolve().parents[2] / "shared" / "data")
+  return path if (path / "MANIFEST.md").exists() else None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+  path = shared_data_dir()
+  if path is None:
+    pytest.skip("../shared/data is absent (it ships with the project's CI, "
+                "not with a clone); set MDSSL_SHARED_DATA to run this test.")
+  return path
