@@ -74,7 +74,10 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   c.data = pipeline.default_data_config()
   c.views = pipeline.default_views_config()
   c.augment = pipeline.default_augment_config()
-  c.saliency = ml_collections.ConfigDict({"prob": 0.1, "min_coverage": 0.05})
+  c.saliency = pipeline.default_saliency_config()
+  # Background removal is RELICv2's augmentation: off unless a config turns
+  # it on (configs/relicv2_*.py use the paper's p_m = 0.1).
+  c.saliency.prob = 0.0
 
   c.model = ml_collections.ConfigDict({
       "depth": 18, "width_multiplier": 1.0, "stem": "cifar",
@@ -126,6 +129,31 @@ def _unknown_keys(cfg, ref, prefix="") -> list[str]:
   return errors
 
 
+def _missing_sources(data_cfg) -> list[str]:
+  """Cheap existence checks: npz directories and TFDS builder names."""
+  import os  # pylint: disable=g-import-not-at-top
+  errors = []
+  for d in data_cfg.domains:
+    source = d.get("source")
+    if source == "npz" and d.get("path"):
+      path = os.path.expanduser(os.path.expandvars(str(d["path"])))
+      train = os.path.join(path, d.get("train_file", "train.npz"))
+      if not os.path.isfile(train):
+        errors.append(f"Domain {d.get('name')!r}: {train} does not exist; "
+                      "set the domain's 'path' to a directory holding "
+                      "train.npz and test.npz (arrays 'images', 'labels').")
+    elif source == "tfds" and d.get("tfds_name"):
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      name = str(d["tfds_name"]).split("/")[0].split(":")[0]
+      try:
+        tfds.builder_cls(name)
+      except Exception:  # pylint: disable=broad-except
+        errors.append(f"Domain {d.get('name')!r}: unknown TFDS dataset "
+                      f"{name!r}; see https://www.tensorflow.org/datasets/"
+                      "catalog for names (e.g. cifar10, svhn_cropped).")
+  return errors
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the whole config cheaply (no data loading, no compilation).
 
@@ -152,8 +180,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     sources.validate_data_config(config.data)
   except ValueError as e:
     errors.append(str(e))
+  errors += _missing_sources(config.data)
   if config.data.per_domain_batch < 1:
     errors.append("data.per_domain_batch must be ≥ 1.")
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+    from mdssl_jax import sharding  # pylint: disable=g-import-not-at-top
+    devices = config.mesh_shape if config.mesh_shape > 0 else (
+        jax.device_count())
+    sharding.check_batch_divisible(config, devices)
+  except ValueError as e:
+    errors.append(str(e))
   if config.compute_dtype not in DTYPES:
     errors.append(f"compute_dtype={config.compute_dtype!r}; use one of "
                   f"{DTYPES}.")

@@ -77,6 +77,7 @@ def main(argv) -> None:
   del argv
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from mdssl_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  main_lib.quiet_library_logs()
   main_lib.hide_gpus_from_tf()
   overrides = dict(o.split("=", 1) for o in _OVERRIDES.value)
   try:

@@ -11,6 +11,7 @@ printed. Re-running with the same workdir resumes from its newest checkpoint.
 from __future__ import annotations
 
 import datetime
+import logging as pylogging
 import os
 import sys
 
@@ -49,12 +50,31 @@ def hide_gpus_from_tf() -> None:
     pass
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Drops INFO chatter of orbax/clu/tfds from the console (warnings stay)."""
+
+  _NOISY = ("orbax", "clu/", "tensorflow_datasets", "etils")
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    if record.levelno >= pylogging.WARNING:
+      return True
+    return not any(n in record.pathname for n in self._NOISY)
+
+
+def quiet_library_logs() -> None:
+  """Keeps the console to our own progress lines and results."""
+  for handler in pylogging.getLogger().handlers + [
+      logging.get_absl_handler()]:
+    handler.addFilter(_QuietLibraries())
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  quiet_library_logs()
   hide_gpus_from_tf()
   # Imported late so --help stays fast and TF is configured first.
   from mdssl_jax import checkpoint  # pylint: disable=g-import-not-at-top

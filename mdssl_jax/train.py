@@ -367,9 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         "final_loss": records[-1]["loss"] if records else None,
     }
     report.write_results(results, os.path.join(workdir, "results.json"))
-    table = report.format_table(results)
-    print(table, flush=True)
-    logging.info("\n%s", table)
+    print(report.format_table(results), flush=True)
   writer.write_scalars(final_step, {f"eval/{k}": v
                                     for k, v in results["mean"].items()})
   writer.close()

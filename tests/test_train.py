@@ -10,34 +10,18 @@ import pytest
 
 from mdssl_jax import checkpoint as ckpt_lib
 from mdssl_jax import config_lib
+from mdssl_jax import presets
 from mdssl_jax import sharding as sharding_lib
 from mdssl_jax import train
 from mdssl_jax.data import pipeline, sources
 
 
-def tiny_config(method="mdssl", steps=6, domains=("digits", "textures")):
+def tiny_config(method="mdssl", steps=6):
   c = config_lib.get_default_config(method)
-  c.data.domains = [{"name": d, "source": "demo", "demo_name": d}
-                    for d in domains]
-  c.data.image_size = 16
-  c.data.per_domain_batch = 8
-  c.views.large.size = 16
-  c.model.depth = 18
-  c.model.width_multiplier = 0.0625
-  c.projector.hidden_dims = (32,)
-  c.projector.out_dim = 16
-  c.predictor.hidden_dims = (32,)
-  c.predictor.out_dim = 16
-  c.optim.warmup_steps = 2
+  presets.tiny_test_config(c, steps=steps)
   c.optim.base_lr = 0.5
-  c.total_steps = steps
-  c.log_every = 1
   c.checkpoint.every_steps = 3
-  c.checkpoint.async_save = False
-  c.eval.at_end = False
   c.eval.probe_steps = 100
-  c.eval.max_train_per_domain = 200
-  c.eval.max_test_per_domain = 100
   return c
 
 

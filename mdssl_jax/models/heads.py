@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from mdssl_jax.losses.common import l2_normalize
+from mdssl_jax.losses.swav import normalize_prototypes
 
 _NORMS = ("batch", "layer", "none")
 _LAST_NORMS = ("none", "batch_noaffine", "batch", "layer")
@@ -112,21 +113,6 @@ class MLP(nn.Module):
     if self.last_norm != "none":
       x = self._norm(self.last_norm, train, name="last_norm")(x)
     return x.astype(jnp.float32)
-
-
-def normalize_prototypes(kernel: jax.Array) -> jax.Array:
-  """ℓ2-normalises each prototype (column) of a [d, K] kernel.
-
-  Args:
-    kernel: [d, K] prototype matrix C.
-
-  Returns:
-    [d, K] float32 with unit-norm columns.
-  """
-  if kernel.ndim != 2:
-    raise ValueError(
-        f"Prototype kernel must be [d, K], got shape {kernel.shape}.")
-  return l2_normalize(kernel, axis=0)
 
 
 def _unit_column_init(key: jax.Array, shape: Sequence[int],
