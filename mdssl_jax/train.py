@@ -142,7 +142,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
     target_params = optax.incremental_update(
         method.target_subset(params), state.target_params, 1.0 - tau)
     metrics["tau"] = tau
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   new_state = TrainState(
       step=state.step + 1, params=params, batch_stats=aux.batch_stats,
@@ -153,8 +153,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   new_state = jax.tree.map(keep, new_state, state)
   new_state = new_state.replace(step=state.step + 1)
   metrics.update(loss=loss, lr=setup.lr_fn(state.step), grad_norm=grad_norm,
-                 param_norm=optax.global_norm(params),
-                 update_norm=optax.global_norm(updates),
+                 param_norm=optax.tree.norm(params),
+                 update_norm=optax.tree.norm(updates),
                  nonfinite=(~finite).astype(jnp.float32))
   return new_state, metrics
 

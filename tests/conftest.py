@@ -13,6 +13,17 @@ from pathlib import Path  # pylint: disable=g-import-not-at-top
 
 import pytest  # pylint: disable=g-import-not-at-top
 
+import jax  # pylint: disable=g-import-not-at-top
+import tempfile  # pylint: disable=g-import-not-at-top
+
+# Tests build the same small programs many times (resume, 1 vs 8 devices):
+# a per-run persistent compilation cache turns repeats into cache hits.
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("MDSSL_TEST_JAX_CACHE",
+                                 tempfile.mkdtemp(prefix="mdssl_jax_cache_")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 try:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")

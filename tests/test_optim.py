@@ -1,0 +1,112 @@
+"""Optimiser construction, LR/EMA schedules and LARS exclusions."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from mdssl_jax import optim
+
+
+def optim_cfg(**kw):
+  base = dict(name="lars", base_lr=0.3, lr_scaling="linear",
+              lr_batch_divisor=256, weight_decay=1e-2, momentum=0.9,
+              trust_coefficient=1e-3, nesterov=False, end_lr_factor=0.0,
+              grad_clip_norm=0.0, warmup_steps=10, warmup_epochs=-1.0)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def test_peak_lr_scaling():
+  assert optim.peak_learning_rate(optim_cfg(), 512) == pytest.approx(0.6)
+  assert optim.peak_learning_rate(optim_cfg(lr_scaling="sqrt", base_lr=0.075),
+                                  4096) == pytest.approx(4.8)
+  assert optim.peak_learning_rate(optim_cfg(lr_scaling="none", base_lr=4.0),
+                                  4096, multiplier=2) == pytest.approx(8.0)
+  with pytest.raises(ValueError, match="lr_scaling"):
+    optim.peak_learning_rate(optim_cfg(lr_scaling="log"), 256)
+
+
+def test_warmup_cosine_values():
+  f = optim.warmup_cosine(1.0, total_steps=110, warmup_steps=10,
+                          end_factor=0.1)
+  np.testing.assert_allclose([f(0), f(5), f(10), f(60), f(110)],
+                             [0.0, 0.5, 1.0, 0.55, 0.1], atol=1e-6)
+
+
+def test_resolve_durations_epochs_and_steps():
+  c = ml_collections.ConfigDict({"total_steps": -1, "total_epochs": 2.5,
+                                 "optim": {"warmup_steps": -1,
+                                           "warmup_epochs": 0.5}})
+  assert optim.resolve_durations(c, steps_per_epoch=40) == (100, 20)
+  c.total_steps = 30
+  c.optim.warmup_steps = 3
+  assert optim.resolve_durations(c, steps_per_epoch=40) == (30, 3)
+
+
+def test_ema_schedule_cosine_and_constant():
+  f = optim.ema_schedule(0.99, total_steps=100)
+  np.testing.assert_allclose([f(0), f(50), f(100)], [0.99, 0.995, 1.0],
+                             atol=1e-7)
+  assert float(optim.ema_schedule(0.9, 100, "constant")(40)) == pytest.approx(
+      0.9)
+  with pytest.raises(ValueError):
+    optim.ema_schedule(1.5, 10)
+
+
+def _np_lars_step(w, g, m, lr, wd, eta, mu, adapt):
+  """METHODS.md §1.2 as optax orders it (lr applied before the momentum)."""
+  if adapt:
+    g = g + wd * w
+    wn, gn = np.linalg.norm(w), np.linalg.norm(g)
+    r = eta * wn / gn if wn > 0 and gn > 0 else 1.0
+    g = r * g
+  m = mu * m + lr * g
+  return w - m, m
+
+
+def test_lars_matches_reference_and_excludes_biases_and_norms():
+  rng = np.random.default_rng(0)
+  params = {"conv": {"kernel": rng.normal(size=(3, 3, 2, 4))},
+            "bn": {"scale": rng.normal(size=4), "bias": rng.normal(size=4)}}
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  tx, lr_fn = optim.make_optimizer(optim_cfg(), total_steps=100,
+                                   warmup_steps=2, global_batch=256)
+  state = tx.init(params)
+  ref_w = jax.tree.map(np.asarray, params)
+  ref_m = jax.tree.map(np.zeros_like, ref_w)
+  for step in range(3):
+    grads = jax.tree.map(
+        lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    lr = float(lr_fn(step))
+    for path in (("conv", "kernel"), ("bn", "scale"), ("bn", "bias")):
+      w, m = _np_lars_step(ref_w[path[0]][path[1]],
+                           np.asarray(grads[path[0]][path[1]]),
+                           ref_m[path[0]][path[1]], lr, 1e-2, 1e-3, 0.9,
+                           adapt=path[0] == "conv")
+      ref_w[path[0]][path[1]], ref_m[path[0]][path[1]] = w, m
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               params, ref_w)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_other_optimizers_skip_decay_on_vectors(name):
+  params = {"w": jnp.ones((2, 2)), "b": jnp.ones((2,))}
+  tx, _ = optim.make_optimizer(optim_cfg(name=name, weight_decay=0.5),
+                               total_steps=10, warmup_steps=0,
+                               global_batch=256)
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  assert float(jnp.abs(updates["b"]).max()) == 0.0  # No decay on biases.
+  assert float(jnp.abs(updates["w"]).max()) > 0.0
+
+
+def test_unknown_optimizer():
+  with pytest.raises(ValueError, match="optim.name"):
+    optim.make_optimizer(optim_cfg(name="adam"), total_steps=10,
+                         warmup_steps=0, global_batch=256)
