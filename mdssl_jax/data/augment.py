@@ -319,6 +319,21 @@ def _augment_batch_graph(images: tf.Tensor, u: tf.Tensor, *, height: int,
   height/width are python ints: reduce_retracing may relax tensor shapes.
   """
   x = _crop_resize(images, u, height, width, out_size, area, ratio)
+  return _post_crop(x, u, out_size=out_size, sigma=sigma, flip_p=flip_p,
+                    jitter_p=jitter_p, brightness=brightness,
+                    contrast=contrast, saturation=saturation, hue=hue,
+                    gray_p=gray_p, blur_p=blur_p,
+                    blur_kernel_frac=blur_kernel_frac, solarize_p=solarize_p,
+                    mean=mean, std=std)
+
+
+def _post_crop(x: tf.Tensor, u: tf.Tensor, *, out_size: int,
+               sigma: tuple[float, float], flip_p: float, jitter_p: float,
+               brightness: float, contrast: float, saturation: float,
+               hue: float, gray_p: float, blur_p: float,
+               blur_kernel_frac: float, solarize_p: float,
+               mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:
+  """Flip, jitter, grey, blur, solarize, normalise: [B, s, s, 3] in [0, 1]."""
 
   def maybe(slot, p, fn, y):
     if p <= 0.0:
@@ -337,6 +352,11 @@ def _augment_batch_graph(images: tf.Tensor, u: tf.Tensor, *, height: int,
   x = maybe(_SLOT_BLUR, blur_p, lambda y: gaussian_blur(y, sig, k), x)
   x = maybe(_SLOT_SOLARIZE, solarize_p, solarize, x)
   return _normalize(x, mean, std)
+
+
+@tf.function(autograph=False, reduce_retracing=True)
+def _post_crop_graph(x: tf.Tensor, u: tf.Tensor, **kwargs) -> tf.Tensor:
+  return _post_crop(x, u, **kwargs)
 
 
 def augment_batch(images_uint8: tf.Tensor, uniforms: tf.Tensor, *,
@@ -386,6 +406,131 @@ def augment_batch(images_uint8: tf.Tensor, uniforms: tf.Tensor, *,
       brightness=float(brightness), contrast=float(contrast),
       saturation=float(saturation), hue=float(hue), gray_p=float(gray_p),
       blur_p=float(blur_p), blur_kernel_frac=float(blur_kernel_frac),
+      solarize_p=float(solarize_p), mean=tuple(float(m) for m in mean),
+      std=tuple(float(s) for s in std))
+
+
+def _crop_windows_dynamic(u: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
+                          area: tuple[float, float],
+                          aspect: tuple[float, float]):
+  """:func:`_crop_windows` for per-image (run-time) sizes.
+
+  Args:
+    u: [B, NUM_UNIFORMS] uniforms.
+    height, width: [B] source sizes (any numeric dtype).
+    area: (min, max) area fraction.
+    aspect: (min, max) aspect ratio w/h, sampled log-uniformly.
+
+  Returns:
+    (top, left, crop_h, crop_w): [B] float32 integer-valued windows.
+  """
+  h = tf.cast(height, tf.float32)[:, None]
+  w = tf.cast(width, tf.float32)[:, None]
+  target = h * w * (area[0] + (area[1] - area[0]) * u[:, _SLOT_AREA])
+  lo, hi = math.log(aspect[0]), math.log(aspect[1])
+  ratio = tf.exp(lo + (hi - lo) * u[:, _SLOT_RATIO])
+  cw = tf.round(tf.sqrt(target * ratio))
+  ch = tf.round(tf.sqrt(target / ratio))
+  ok = (cw >= 1) & (ch >= 1) & (cw <= w) & (ch <= h)
+  first = tf.argmax(tf.cast(ok, tf.int32), axis=1, output_type=tf.int32)
+  found = tf.reduce_any(ok, axis=1)
+  h, w = h[:, 0], w[:, 0]
+  ch = tf.gather(ch, first, batch_dims=1)
+  cw = tf.gather(cw, first, batch_dims=1)
+  # Fallback after 10 misses: central crop at the closest allowed ratio.
+  in_ratio = w / h
+  narrow, wide = in_ratio < aspect[0], in_ratio > aspect[1]
+  fw = tf.where(wide, tf.round(h * aspect[1]), w)
+  fh = tf.where(narrow, tf.round(w / aspect[0]), h)
+  ch = tf.where(found, ch, fh)
+  cw = tf.where(found, cw, fw)
+  top = tf.where(found, tf.floor(u[:, _SLOT_TOP] * (h - ch + 1)),
+                 tf.floor((h - ch) / 2))
+  left = tf.where(found, tf.floor(u[:, _SLOT_LEFT] * (w - cw + 1)),
+                  tf.floor((w - cw) / 2))
+  return tf.minimum(top, h - ch), tf.minimum(left, w - cw), ch, cw
+
+
+def random_resized_crop(image_uint8: tf.Tensor, uniforms: tf.Tensor, *,
+                        out_size: int, crop_area: Sequence[float],
+                        aspect: Sequence[float]) -> tf.Tensor:
+  """The random resized crop of :func:`augment_batch` for one image of any size.
+
+  Same window rule (torchvision semantics, same uniform slots) and the same
+  antialiased bicubic resampling as the vectorised crop, but the source size
+  is read at run time, so it works inside tf.data maps on decoded JPEGs of
+  varying size. Pair it with :func:`augment_cropped_batch`.
+
+  Args:
+    image_uint8: [h, w, 3] uint8 (h, w may be unknown until run time).
+    uniforms: [NUM_UNIFORMS] float32 in [0, 1), the view's randomness.
+    out_size: output side s.
+    crop_area: (min, max) crop area as a fraction of the image.
+    aspect: (min, max) crop aspect ratio w/h, sampled log-uniformly.
+
+  Returns:
+    [out_size, out_size, 3] float32 in [0, 1].
+  """
+  area = _check_range("crop_area", crop_area, 1e-6, 1.0)
+  ratio = _check_range("aspect", aspect, 1e-3, 1e3)
+  image = tf.convert_to_tensor(image_uint8)
+  if image.shape.rank != 3 or image.dtype != tf.uint8:
+    raise ValueError(f"random_resized_crop expects one uint8 [h, w, 3] image, "
+                     f"got {image.dtype.name} {image.shape}.")
+  shape = tf.shape(image)
+  u = tf.reshape(tf.convert_to_tensor(uniforms, tf.float32),
+                 [1, NUM_UNIFORMS])
+  top, left, ch, cw = (tf.cast(t[0], tf.int32) for t in _crop_windows_dynamic(
+      u, shape[:1], shape[1:2], area, ratio))
+  window = image[top:top + ch, left:left + cw]
+  x = tf.image.resize(tf.cast(window, tf.float32) / 255.0,
+                      (out_size, out_size), method="bicubic", antialias=True)
+  return tf.ensure_shape(tf.clip_by_value(x, 0.0, 1.0),
+                         (out_size, out_size, 3))
+
+
+def augment_cropped_batch(crops: tf.Tensor, uniforms: tf.Tensor, *,
+                          flip_p: float, jitter_p: float, brightness: float,
+                          contrast: float, saturation: float, hue: float,
+                          gray_p: float, blur_p: float,
+                          blur_sigma: Sequence[float],
+                          blur_kernel_frac: float, solarize_p: float,
+                          mean: Sequence[float],
+                          std: Sequence[float]) -> tf.Tensor:
+  """Everything :func:`augment_batch` does after the crop, vectorised.
+
+  ``augment_cropped_batch(crops, u, ...)`` with crops from
+  :func:`random_resized_crop` (same ``u`` rows) gives the view
+  ``augment_batch`` would give for the same uniforms.
+
+  Args:
+    crops: [B, s, s, 3] float32 in [0, 1] (static s).
+    uniforms: [B, NUM_UNIFORMS] float32 in [0, 1) (the crops' uniforms).
+    flip_p, jitter_p, brightness, contrast, saturation, hue, gray_p, blur_p,
+    blur_sigma, blur_kernel_frac, solarize_p, mean, std: as in
+      :func:`augment_view`.
+
+  Returns:
+    [B, s, s, 3] float32, normalised.
+  """
+  sigma = _check_range("blur_sigma", blur_sigma, 1e-6, 1e6)
+  for name, p in (("flip_p", flip_p), ("jitter_p", jitter_p),
+                  ("gray_p", gray_p), ("blur_p", blur_p),
+                  ("solarize_p", solarize_p)):
+    _check_prob(name, p)
+  _check_norm(mean, std)
+  x = tf.convert_to_tensor(crops, tf.float32)
+  if x.shape.rank != 4 or x.shape[-1] != 3 or x.shape[1] is None or (
+      x.shape[1] != x.shape[2]):
+    raise ValueError(f"crops must be float [B, s, s, 3] with static s, got "
+                     f"{x.shape}.")
+  return _post_crop_graph(
+      x, tf.convert_to_tensor(uniforms, tf.float32),
+      out_size=int(x.shape[1]), sigma=sigma, flip_p=float(flip_p),
+      jitter_p=float(jitter_p), brightness=float(brightness),
+      contrast=float(contrast), saturation=float(saturation),
+      hue=float(hue), gray_p=float(gray_p), blur_p=float(blur_p),
+      blur_kernel_frac=float(blur_kernel_frac),
       solarize_p=float(solarize_p), mean=tuple(float(m) for m in mean),
       std=tuple(float(s) for s in std))
 

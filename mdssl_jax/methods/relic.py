@@ -52,6 +52,16 @@ class RELICv2(base.Method):
       errors.append("method_args.temperature must be > 0.")
     if a.beta < 0:
       errors.append("method_args.beta must be ≥ 0.")
+    if a.contrast_scale < 0:
+      errors.append("method_args.contrast_scale must be ≥ 0 (1.0 by "
+                    "default).")
+    if a.kl_mode_large not in ("reverse", "transpose"):
+      errors.append(f"method_args.kl_mode_large={a.kl_mode_large!r}; use "
+                    "'reverse' (RELIC v1's reverse pair) or 'transpose'.")
+    if a.kl_mode_small != "transpose":
+      errors.append(f"method_args.kl_mode_small={a.kl_mode_small!r}; only "
+                    "'transpose' is possible: small views have no target "
+                    "embedding, so their reverse pair does not exist.")
     return errors
 
   def loss(self, inputs):

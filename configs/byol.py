@@ -1,0 +1,164 @@
+r"""BYOL (Grill et al. 2020) on the shared trainer (METHODS.md §5.3).
+
+  python -m mdssl_jax.main --config=configs/byol.py --workdir=runs/byol_c100 \
+      --config.data.data_dir=$TFDS_DATA_DIR
+  python -m mdssl_jax.main --config=configs/byol.py:in100,in100_dir=$IN100 \
+      --workdir=runs/byol_in100
+  python -m mdssl_jax.main --config=configs/byol.py:stl10 --workdir=...
+  python -m mdssl_jax.main --config=configs/byol.py:demo --workdir=/tmp/byol
+  python -m mdssl_jax.main --config=configs/byol.py:shared --workdir=/tmp/byol_s
+
+Default (reference scale): solo-learn's ResNet-18 CIFAR-100 recipe — TFDS
+cifar100 at 32 px (`tfds build cifar100 --data_dir=$TFDS_DATA_DIR` once),
+CIFAR stem, projector 512→4096→256 and predictor 256→4096→256 (BN + ReLU),
+EMA τ 0.99 → 1 (cosine), LARS base lr 1.0 × B/256 (B = 256), wd 1e-5,
+10 warm-up epochs then cosine, 1000 epochs, solo-learn "asymmetric"
+augmentation (jitter 0.4/0.4/0.2/0.1, no blur at 32 px, solarize 0 / 0.2).
+LARS here is METHODS §1.2 (η = 1e-3, no LR clipping); solo-learn's clipped
+η = 0.02 variant is not in `mdssl_jax.optim`, so expect to re-tune base_lr.
+Hardware: one GPU (about 1 day for 1000 epochs on an A100-class GPU).
+Expected: solo-learn reports 70.5% linear top-1 (online probe) on CIFAR-100.
+
+Variants (config arguments, comma-separated):
+  in100       ImageNet-100 (CMC's 100-class subset), 224 px, ImageNet stem,
+              predictor hidden 8192, base lr 0.5, wd 1e-6, 400 epochs,
+              blur 1.0 / 0.1 and solarize 0 / 0.2 (solo-learn). Needs the
+              subset as .npz: see configs/msbreg.py for how to build it;
+              without `in100_dir=` (or $IMAGENET100_DIR) it stops at
+              start-up. Expected (solo-learn): 80.2% linear top-1.
+  stl10       BYOL on MSBReg's STL-10 recipe (configs/msbreg.py:stl10) with
+              K = 2 views: the BYOL rows of seed 002 Table 4 (89.5% with BN,
+              10.6% — collapsed — with LayerNorm). Peak LR follows MSBReg's
+              base × B/256 × K rule with K = 2.
+  norm=layer  LayerNorm instead of BatchNorm in the projector and predictor
+              (same as --config.projector.norm=layer
+              --config.predictor.norm=layer); the MSBReg-vs-BYOL switch of
+              seed 002 Table 4, see configs/msbreg.py.
+  demo        Offline built-in domains (digits, photos, textures) at 32 px,
+              width-¼ ResNet-18, 32 images per domain per step, 300 steps.
+              2 CPU cores: about 6–9 minutes including evaluation.
+              Expected: the loss falls; mean kNN top-1 over the three domains
+              about 60–70% (chance 12%) — see `tests/test_methods.py` for
+              the short checked version.
+  shared      The four ../shared/data domains (cifar10, mnist, gtsrb,
+              notmnist), width-¼ ResNet-18, 64 images per domain per step,
+              2,000 steps: about 1.5–2 hours on 2 CPU cores. Expected: kNN
+              and probe top-1 far above chance on every domain.
+  steps=N     Overrides total_steps (any variant).
+"""
+
+import os
+
+from mdssl_jax import config_lib
+from mdssl_jax import presets
+
+# The solo-learn fragments below (augmentation presets, CIFAR-100 data, the
+# demo and ../shared variants) are shared by every zoo config, which loads
+# them with `config_lib.load_sibling(__file__, "byol")`; ImageNet-100 lives
+# in configs/msbreg.py.
+
+_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+_CIFAR_STD = (0.247, 0.243, 0.261)
+
+
+def solo_asymmetric(c, *, image_size: int) -> None:
+  """solo-learn's "asymmetric" (BYOL) augmentation; no blur at 32 px."""
+  for col in ("odd", "even"):
+    c.augment[col].update(
+        flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
+        saturation=0.2, hue=0.1, gray_p=0.2)
+  big = image_size > 64
+  c.augment.odd.update(blur_p=1.0 if big else 0.0, solarize_p=0.0)
+  c.augment.even.update(blur_p=0.1 if big else 0.0, solarize_p=0.2)
+
+
+def solo_symmetric(c) -> None:
+  """solo-learn's "symmetric" (SimCLR/SwAV) augmentation for both views."""
+  for col in ("odd", "even"):
+    c.augment[col].update(
+        flip_p=0.5, jitter_p=0.8, brightness=0.8, contrast=0.8,
+        saturation=0.8, hue=0.2, gray_p=0.2, blur_p=0.5, solarize_p=0.0)
+
+
+def get_config(arg=None):
+  """BYOL config; see the module docstring for the variants."""
+  arg = config_lib.parse_arg(
+      arg, in100=False, stl10=False, demo=False, shared=False, norm="batch",
+      steps=-1, in100_dir=os.environ.get("IMAGENET100_DIR", ""),
+      shared_dir=presets.DEFAULT_SHARED_DIR)
+  if arg.stl10:
+    msbreg = config_lib.load_sibling(__file__, "msbreg")
+    c = msbreg.get_config("stl10")
+    msbreg.to_byol_baseline(c)
+  else:
+    c = config_lib.get_default_config("byol")
+    c.projector.update(hidden_dims=(4096,), out_dim=256, norm="batch")
+    c.predictor.update(hidden_dims=(4096,), out_dim=256, norm="batch")
+    c.ema.update(base=0.99, schedule="cosine")
+    c.optim.update(name="lars", base_lr=1.0, weight_decay=1e-5,
+                   warmup_epochs=10.0, trust_coefficient=1e-3)
+    c.views.large.crop_area = (0.08, 1.0)
+    if arg.in100:
+      msbreg = config_lib.load_sibling(__file__, "msbreg")
+      msbreg.imagenet100_data(c, arg.in100_dir)
+      c.predictor.hidden_dims = (8192,)
+      c.optim.update(base_lr=0.5, weight_decay=1e-6)
+      c.total_epochs = 400.0
+      solo_asymmetric(c, image_size=224)
+    else:
+      cifar100_data(c)
+      c.total_epochs = 1000.0
+      solo_asymmetric(c, image_size=32)
+    c.log_every = 100
+    c.checkpoint.every_steps = 5000
+  if arg.demo:
+    demo_variant(c)
+    c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=20)
+  elif arg.shared:
+    shared_variant(c, arg.shared_dir)
+    c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=100)
+  c.projector.norm = c.predictor.norm = arg.norm
+  if arg.steps > 0:
+    c.total_steps = arg.steps
+  return c
+
+
+def cifar100_data(c) -> None:
+  """TFDS cifar100 at 32 px, B = 256, solo-learn's linear evaluation."""
+  c.data.domains = [{"name": "cifar100", "source": "tfds",
+                     "tfds_name": "cifar100"}]
+  c.data.image_size = 32
+  c.data.per_domain_batch = 256
+  c.data.mean, c.data.std = _CIFAR_MEAN, _CIFAR_STD
+  c.views.large.size = 32
+  c.model.update(depth=18, width_multiplier=1.0, stem="cifar")
+  # Offline probe ≈ solo-learn's linear eval: 100 epochs at B = 256, cosine.
+  c.eval.update(probe_steps=19_600, probe_batch_size=256, probe_lr=0.1,
+                probe_momentum=0.9, probe_schedule="cosine",
+                max_train_per_domain=50_000, max_test_per_domain=10_000)
+
+
+def demo_variant(c) -> None:
+  """The offline CPU demo: built-in domains, width-¼ ResNet-18, 300 steps."""
+  presets.demo_data(c)
+  presets.cpu_model(c)
+  presets.cpu_eval(c)
+  c.views.large.crop_area = (0.2, 1.0)
+  c.ema.base = 0.99
+  c.optim.warmup_epochs = -1.0
+  c.total_steps = 300
+  c.log_every = 25
+  c.checkpoint.update(every_steps=100, keep=2)
+
+
+def shared_variant(c, shared_dir: str) -> None:
+  """../shared/data domains on a CPU: width-¼ ResNet-18, 2,000 steps."""
+  presets.shared_data(c, shared_dir=shared_dir)
+  presets.cpu_model(c)
+  presets.cpu_eval(c, probe_steps=3000, max_train=8000, max_test=2000)
+  c.views.large.crop_area = (0.2, 1.0)
+  c.ema.base = 0.99
+  c.optim.warmup_epochs = -1.0
+  c.total_steps = 2000
+  c.log_every = 50
+  c.checkpoint.update(every_steps=500, keep=2)

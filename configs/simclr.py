@@ -1,0 +1,83 @@
+r"""SimCLR (Chen et al. 2020) on the shared trainer (METHODS.md §5.1).
+
+  python -m mdssl_jax.main --config=configs/simclr.py --workdir=runs/simclr_c100 \
+      --config.data.data_dir=$TFDS_DATA_DIR
+  python -m mdssl_jax.main --config=configs/simclr.py:in100,in100_dir=$IN100 \
+      --workdir=runs/simclr_in100
+  python -m mdssl_jax.main --config=configs/simclr.py:demo --workdir=/tmp/simclr
+  python -m mdssl_jax.main --config=configs/simclr.py:shared --workdir=...
+
+NT-Xent over the whole global batch (on a multi-domain batch this is the
+"multi-domain SimCLR" baseline of MDSSL; configs/simclr_cifar_mix.py is that
+paper's setting).
+
+Default (reference scale): solo-learn's ResNet-18 CIFAR-100 recipe — TFDS
+cifar100 at 32 px, CIFAR stem, projector 512→2048→256 without BN, τ = 0.2,
+LARS base lr 0.4 × B/256 (B = 256), wd 1e-4, 10 warm-up epochs then cosine,
+1000 epochs, solo-learn "symmetric" augmentation (jitter 0.8/0.8/0.8/0.2 at
+p = 0.8, grayscale 0.2, blur 0.5, no solarize). LARS is METHODS §1.2
+(η = 1e-3, no LR clipping; solo-learn clips with η = 0.02).
+Hardware: one GPU, about a day. Expected: solo-learn reports 65.8% linear
+top-1 on CIFAR-100.
+
+Variants (config arguments, comma-separated):
+  in100    ImageNet-100 at 224 px (build it as explained in configs/msbreg.py;
+           `in100_dir=` or $IMAGENET100_DIR, else it stops at start-up),
+           projector 4096 → 512, base lr 0.3, wd 1e-4, 400 epochs.
+           Expected (solo-learn): 77.6% linear top-1.
+  demo     Offline built-in domains at 32 px, width-¼ ResNet-18, projector
+           256 → 64 with BN, 32 images per domain per step, 300 steps, base
+           lr 1.0 (the setup of configs/demo.py:simclr).
+           2 CPU cores: about 5–8 minutes including evaluation. Expected: the
+           loss falls; mean kNN top-1 about 60–70% (chance 12%).
+  shared   The four ../shared/data domains, width-¼ ResNet-18 (projector
+           with BN, as in the demo), 2,000 steps:
+           about 1–1.5 hours on 2 CPU cores (as configs/shared_mix.py:simclr).
+  steps=N  Overrides total_steps.
+"""
+
+import os
+
+from mdssl_jax import config_lib
+from mdssl_jax import presets
+
+
+def get_config(arg=None):
+  """SimCLR config; see the module docstring for the variants."""
+  arg = config_lib.parse_arg(
+      arg, in100=False, demo=False, shared=False, steps=-1,
+      in100_dir=os.environ.get("IMAGENET100_DIR", ""),
+      shared_dir=presets.DEFAULT_SHARED_DIR)
+  zoo = config_lib.load_sibling(__file__, "byol")
+  c = config_lib.get_default_config("simclr")
+  c.method_args.temperature = 0.2
+  c.projector.update(hidden_dims=(2048,), out_dim=256, norm="none")
+  c.optim.update(name="lars", base_lr=0.4, weight_decay=1e-4,
+                 warmup_epochs=10.0, trust_coefficient=1e-3)
+  c.views.large.crop_area = (0.08, 1.0)
+  zoo.solo_symmetric(c)
+  c.log_every = 100
+  c.checkpoint.every_steps = 5000
+  if arg.in100:
+    msbreg = config_lib.load_sibling(__file__, "msbreg")
+    msbreg.imagenet100_data(c, arg.in100_dir)
+    c.projector.update(hidden_dims=(4096,), out_dim=512)
+    c.optim.base_lr = 0.3
+    c.total_epochs = 400.0
+  else:
+    zoo.cifar100_data(c)
+    c.total_epochs = 1000.0
+  if arg.demo or arg.shared:
+    if arg.demo:
+      zoo.demo_variant(c)
+      c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=20)
+    else:
+      zoo.shared_variant(c, arg.shared_dir)
+      c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=100)
+    # Without BN, a small randomly initialised net maps every image to
+    # nearly the same direction and NT-Xent starts flat; BN in the projector
+    # (SimCLR's own code has it) gets the short CPU runs moving.
+    c.projector.norm = "batch"
+  if arg.steps > 0:
+    c.total_steps = arg.steps
+  return c

@@ -1,0 +1,187 @@
+"""The zoo configs: every variant loads and validates; ImageNet-100 handling.
+
+No data are loaded and nothing is compiled here: TFDS variants validate
+without their data, ../shared and ImageNet-100 variants are pointed at
+directories of stand-in .npz files.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mdssl_jax import config_lib
+from mdssl_jax import methods
+from mdssl_jax import presets
+from mdssl_jax.data import sources
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# Config file → its method and the variants every file must offer.
+ZOO = {
+    "byol": "byol", "mocov3": "mocov3", "msbreg": "msbreg",
+    "vicreg": "vicreg", "barlow_twins": "barlow_twins", "dino": "dino",
+    "swav": "swav", "simclr": "simclr",
+}
+EXTRA_VARIANTS = {
+    "byol": ["stl10", "norm=layer", "stl10,norm=layer"],
+    "msbreg": ["stl10", "stl10,norm=layer"],
+    "dino": ["multicrop"],
+    "swav": ["multicrop"],
+}
+
+
+def load(name: str):
+  return config_lib.load_sibling(str(CONFIG_DIR / "x.py"), name)
+
+
+def _write_npz_dir(path: Path, num_classes: int = 10) -> Path:
+  path.mkdir(parents=True, exist_ok=True)
+  for split in ("train", "test"):
+    np.savez(path / f"{split}.npz",
+             images=np.zeros((num_classes, 8, 8, 3), np.uint8),
+             labels=np.arange(num_classes))
+  return path
+
+
+@pytest.fixture(scope="module")
+def fake_dirs(tmp_path_factory) -> dict[str, str]:
+  """Stand-ins for ../shared/data and an ImageNet-100 directory."""
+  root = tmp_path_factory.mktemp("data")
+  for name in presets.SHARED_DOMAINS:
+    _write_npz_dir(root / "shared" / name)
+  _write_npz_dir(root / "in100", num_classes=100)
+  return {"shared": str(root / "shared"), "in100": str(root / "in100")}
+
+
+def _variants(name: str, dirs: dict[str, str]) -> list[str | None]:
+  base = [None, "demo", f"shared,shared_dir={dirs['shared']}",
+          f"in100,in100_dir={dirs['in100']}", "demo,steps=7"]
+  if name == "msbreg":  # Its default is ImageNet-100, the paper's setting.
+    base[0] = f"in100_dir={dirs['in100']}"
+  return base + EXTRA_VARIANTS.get(name, [])
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_variant_loads_and_validates(name, fake_dirs, monkeypatch):
+  monkeypatch.delenv("IMAGENET100_DIR", raising=False)
+  module = load(name)
+  for arg in _variants(name, fake_dirs):
+    config = module.get_config(arg)
+    config_lib.validate(config)
+    assert config.method == ZOO[name], (name, arg)
+  demo = module.get_config("demo")
+  assert all(d["source"] == "demo" for d in demo.data.domains)
+  assert demo.total_steps == 300 and demo.model.width_multiplier == 0.25
+  assert module.get_config("demo,steps=7").total_steps == 7
+  shared = module.get_config(f"shared,shared_dir={fake_dirs['shared']}")
+  assert [d["name"] for d in shared.data.domains] == list(
+      presets.SHARED_DOMAINS)
+  reference = module.get_config(
+      None if name != "msbreg" else f"in100_dir={fake_dirs['in100']}")
+  assert reference.model.depth == 18 and reference.model.width_multiplier == 1
+  assert reference.total_steps < 0 and reference.total_epochs >= 300
+  assert reference.optim.name == "lars"
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_in100_without_data_dir_stops_with_instructions(name, monkeypatch):
+  monkeypatch.delenv("IMAGENET100_DIR", raising=False)
+  arg = None if name == "msbreg" else "in100"
+  with pytest.raises(config_lib.ConfigError) as err:
+    load(name).get_config(arg)
+  msg = str(err.value)
+  assert "--build_in100" in msg and "in100_dir=" in msg
+  assert "IMAGENET100_DIR" in msg
+
+
+def test_in100_reads_dir_from_environment(fake_dirs, monkeypatch):
+  monkeypatch.setenv("IMAGENET100_DIR", fake_dirs["in100"])
+  config = load("byol").get_config("in100")
+  (domain,) = config.data.domains
+  assert domain["path"] == fake_dirs["in100"]
+  assert domain["num_classes"] == 100
+  assert config.data.image_size == config.views.large.size == 224
+  assert config.model.stem == "imagenet"
+
+
+def test_in100_rejects_labels_beyond_the_subset(tmp_path):
+  # A 1000-class directory handed in by mistake fails when the data load.
+  path = _write_npz_dir(tmp_path / "in1k", num_classes=1000)
+  config = load("simclr").get_config(f"in100,in100_dir={path}")
+  config.data.image_size = config.views.large.size = 16
+  with pytest.raises(ValueError, match="num_classes=100"):
+    sources.load_domains(config.data)
+
+
+def test_imagenet100_builder_on_mock_tfds(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  msbreg = load("msbreg")
+  assert len(msbreg.IMAGENET100_CLASSES) == 100
+  assert len(set(msbreg.IMAGENET100_CLASSES)) == 100
+  out = tmp_path / "in100"
+  with tfds.testing.mock_data(num_examples=400):
+    counts = msbreg.build_imagenet100_npz(str(out), tfds_data_dir=None,
+                                          size=24)
+  names = (out / "class_names.txt").read_text().split()
+  assert names == list(msbreg.IMAGENET100_CLASSES)
+  for split in ("train", "test"):
+    with np.load(out / f"{split}.npz") as data:
+      images, labels = data["images"], data["labels"]
+    assert images.shape == (counts[split], 24, 24, 3)
+    assert images.dtype == np.uint8
+    assert labels.shape == (counts[split],)
+    assert labels.min(initial=0) >= 0 and labels.max(initial=0) < 100
+  # Mock labels are uniform over 1000 classes: about 10% survive the filter.
+  assert 10 <= counts["train"] <= 100
+  config = msbreg.get_config(f"in100_dir={out}")
+  config.data.image_size = config.views.large.size = 24
+  (domain,) = sources.load_domains(config.data)
+  assert domain.num_classes == 100
+  assert len(domain.train_labels) == counts["train"]
+
+
+def test_byol_stl10_is_msbreg_recipe_with_two_views():
+  byol = load("byol").get_config("stl10")
+  msb = load("msbreg").get_config("stl10")
+  assert byol.method == "byol" and msb.method == "msbreg"
+  assert byol.views.large.count == 2 and msb.views.large.count == 4
+  assert byol.data.domains == msb.data.domains
+  # Same peak-lr rule (base × B/256 × K) at K = 2.
+  assert byol.optim.base_lr == pytest.approx(2 * msb.optim.base_lr)
+  assert dict(byol.method_args) == dict(
+      methods.get_method("byol").default_args())
+
+
+@pytest.mark.parametrize("name", ["byol", "msbreg"])
+def test_norm_argument_switches_both_heads(name, fake_dirs):
+  extra = "" if name == "byol" else f",in100_dir={fake_dirs['in100']}"
+  config = load(name).get_config("norm=layer" + extra)
+  assert config.projector.norm == config.predictor.norm == "layer"
+  assert config.model.norm == "batch"  # The encoder keeps BatchNorm.
+
+
+def test_solo_learn_values_per_method(fake_dirs):
+  """Spot checks of METHODS.md §4–§5 defaults in the reference configs."""
+  cfg = {n: load(n).get_config(
+      None if n != "msbreg" else f"in100_dir={fake_dirs['in100']}")
+         for n in ZOO}
+  assert cfg["byol"].optim.base_lr == 1.0 and cfg["byol"].ema.base == 0.99
+  assert cfg["simclr"].projector.norm == "none"
+  assert cfg["simclr"].method_args.temperature == 0.2
+  assert cfg["mocov3"].projector.last_norm == "batch_noaffine"
+  assert cfg["mocov3"].method_args.temperature == 0.2
+  assert tuple(cfg["vicreg"].projector.hidden_dims) == (2048, 2048)
+  assert cfg["vicreg"].augment.odd.solarize_p == 0.1
+  assert cfg["barlow_twins"].method_args.scale == 0.1
+  assert cfg["dino"].method_args.num_prototypes == 4096
+  assert cfg["dino"].ema.base == 0.9995
+  assert cfg["dino"].method_args.freeze_last_layer_steps == 196
+  assert cfg["swav"].method_args.queue_size == 3840
+  assert cfg["swav"].method_args.queue_start_step == 9766  # Epoch 50.
+  msb = cfg["msbreg"]
+  assert msb.views.large.count == 4 and msb.data.per_domain_batch == 512
+  assert (msb.method_args.lambda_s, msb.method_args.lambda_b) == (0.004, 0.5)
+  assert tuple(msb.projector.hidden_dims) == (512,)
+  assert msb.projector.out_dim == msb.predictor.out_dim == 128
+  assert msb.augment.odd.blur_p == msb.augment.even.blur_p == 1.0
+  assert msb.augment.odd.solarize_p == msb.augment.even.solarize_p == 0.2
