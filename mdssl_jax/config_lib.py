@@ -93,7 +93,7 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict({
       "name": "lars", "base_lr": 0.3, "lr_scaling": "linear",
       "lr_batch_divisor": 256, "weight_decay": 1e-6, "momentum": 0.9,
-      "trust_coefficient": 1e-3, "nesterov": False, "b1": 0.9, "b2": 0.999,
+      "trust_coefficient": 1e-3, "clip_lr": False, "nesterov": False, "b1": 0.9, "b2": 0.999,
       "warmup_steps": -1, "warmup_epochs": 10.0, "end_lr_factor": 0.0,
       "grad_clip_norm": 0.0})
   c.ema = ml_collections.ConfigDict({"base": 0.996, "schedule": "cosine"})

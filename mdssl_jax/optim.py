@@ -7,7 +7,7 @@ once, by :func:`resolve_durations`, so the trainer only ever sees steps.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +84,35 @@ def _matrix_mask(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+class _SoloLarsState(NamedTuple):
+  count: jax.Array
+
+
+def scale_by_clipped_lars(lr_fn, *, weight_decay: float, eta: float,
+                          eps: float = 1e-8) -> optax.GradientTransformation:
+  """solo-learn's LARS scaling (`clip_lr=True`, METHODS.md §1.2).
+
+  For each adapted tensor: g ← (g + wd·w) · min(η‖w‖/(‖g‖ + wd‖w‖ + eps)
+  / lr_t, 1). Excluded tensors are handled by masking this transform.
+  """
+  def init(params):
+    del params
+    return _SoloLarsState(count=jnp.zeros((), jnp.int32))
+
+  def update(updates, state, params):
+    lr = jnp.maximum(lr_fn(state.count), 1e-12)
+    def scale(g, w):
+      w_norm, g_norm = jnp.linalg.norm(w), jnp.linalg.norm(g)
+      ratio = eta * w_norm / (g_norm + weight_decay * w_norm + eps)
+      ratio = jnp.minimum(ratio / lr, 1.0)
+      ratio = jnp.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)
+      return (g + weight_decay * w) * ratio
+    return (jax.tree.map(scale, updates, params),
+            _SoloLarsState(count=state.count + 1))
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(
     optim_cfg: ml_collections.ConfigDict, *, total_steps: int,
     warmup_steps: int, global_batch: int, lr_multiplier: float = 1.0,
@@ -95,8 +124,9 @@ def make_optimizer(
 
   Args:
     optim_cfg: `config.optim` (name, base_lr, lr_scaling, weight_decay,
-      momentum, trust_coefficient, nesterov, b1, b2, end_lr_factor,
-      grad_clip_norm).
+      momentum, trust_coefficient, clip_lr, nesterov, b1, b2, end_lr_factor,
+      grad_clip_norm). `clip_lr=True` with name "lars" is solo-learn's
+      variant (used with trust_coefficient 0.02 by seed 003's runs).
     total_steps: optimiser steps in the run.
     warmup_steps: linear warm-up steps.
     global_batch: images per step over all devices and processes.
@@ -111,7 +141,14 @@ def make_optimizer(
   name = optim_cfg.name
   wd = optim_cfg.get("weight_decay", 0.0)
   momentum = optim_cfg.get("momentum", 0.9)
-  if name == "lars":
+  if name == "lars" and optim_cfg.get("clip_lr", False):
+    tx = optax.chain(
+        optax.masked(scale_by_clipped_lars(
+            lr, weight_decay=wd,
+            eta=optim_cfg.get("trust_coefficient", 1e-3)), _matrix_mask),
+        optax.sgd(lr, momentum=momentum or None,
+                  nesterov=optim_cfg.get("nesterov", False)))
+  elif name == "lars":
     tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=_matrix_mask,
                     trust_coefficient=optim_cfg.get("trust_coefficient", 1e-3),
                     trust_ratio_mask=_matrix_mask, momentum=momentum,

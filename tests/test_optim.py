@@ -110,3 +110,33 @@ def test_unknown_optimizer():
   with pytest.raises(ValueError, match="optim.name"):
     optim.make_optimizer(optim_cfg(name="adam"), total_steps=10,
                          warmup_steps=0, global_batch=256)
+
+
+def test_solo_learn_clipped_lars_matches_reference():
+  rng = np.random.default_rng(1)
+  params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
+  cfg = optim_cfg(clip_lr=True, trust_coefficient=0.02, weight_decay=1e-4,
+                  base_lr=0.4)
+  tx, lr_fn = optim.make_optimizer(cfg, total_steps=50, warmup_steps=5,
+                                   global_batch=256)
+  state = tx.init(params)
+  ref = jax.tree.map(np.asarray, params)
+  mom = jax.tree.map(np.zeros_like, ref)
+  for step in range(4):
+    grads = {k: jnp.asarray(rng.normal(size=v.shape) * 10 ** step,
+                            jnp.float32) for k, v in params.items()}
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    lr = float(lr_fn(step))
+    for k in ref:
+      g = np.asarray(grads[k], np.float64)
+      w = ref[k]
+      if k == "w":  # Matrices: decay + clipped trust ratio.
+        wn, gn = np.linalg.norm(w), np.linalg.norm(g)
+        r = 0.02 * wn / (gn + 1e-4 * wn + 1e-8)
+        g = (g + 1e-4 * w) * min(r / max(lr, 1e-12), 1.0)
+      mom[k] = 0.9 * mom[k] + g
+      ref[k] = w - lr * mom[k]
+  for k in ref:
+    np.testing.assert_allclose(params[k], ref[k], rtol=1e-4, atol=1e-6)
