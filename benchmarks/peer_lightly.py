@@ -37,13 +37,9 @@ _BUSY_THRESHOLD = 0.10
 
 
 def _peer_importable() -> bool:
-  try:
-    import lightly  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-    import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-    import torchvision  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    return False
-  return True
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return all(importlib.util.find_spec(name) is not None
+             for name in ("torch", "torchvision", "lightly"))
 
 
 def ensure_peer_env(allow_install: bool) -> None:

@@ -81,7 +81,7 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict({
       "depth": 18, "width_multiplier": 1.0, "stem": "cifar",
-      "norm": "batch", "conv_impl": "xla", "zero_init_residual": False})
+      "norm": "batch", "conv_impl": "auto", "zero_init_residual": False})
   c.projector = ml_collections.ConfigDict({
       "hidden_dims": (2048,), "out_dim": 128, "norm": "batch",
       "last_norm": "none", "activation": "relu"})

@@ -73,7 +73,7 @@ def build_setup(config: ml_collections.ConfigDict,
   """Resolves durations and builds the method, optimiser and schedules."""
   num_domains = len(config.data.domains)
   global_batch = num_domains * config.data.per_domain_batch
-  total_examples = sum(len(d.train_labels) for d in domains)
+  total_examples = sum(d.num_train for d in domains)
   steps_per_epoch = max(total_examples / global_batch, 1.0)
   total, warmup = optim.resolve_durations(config, steps_per_epoch)
   method = methods.get_method(config.method)(config, total_steps=total)

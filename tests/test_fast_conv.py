@@ -53,7 +53,7 @@ def _both(features, k, s, pad, **kw):
 
 
 def _numpy_kernel_grad(x, dy, k, s, pads):
-  """float64 reference: dW[i,j,c,o] = Σ x_pad[n, s·h+i, s·w+j, c] dY[n,h,w,o]."""
+  """float64 loops: dW[i,j,c,o] = Σ x_pad[n, s·h+i, s·w+j, c] dY[n,h,w,o]."""
   x = np.asarray(x, np.float64)
   dy = np.asarray(dy, np.float64)
   (pt, pb), (pl, pr) = pads
@@ -216,6 +216,8 @@ def test_gradient_finite_for_zero_input():
 def test_get_conv():
   assert fast_conv.get_conv("xla") is nn.Conv
   assert fast_conv.get_conv("matmul") is FastConv
+  expected = FastConv if jax.default_backend() == "cpu" else nn.Conv
+  assert fast_conv.get_conv("auto") is expected
   with pytest.raises(ValueError, match="conv_impl"):
     fast_conv.get_conv("cudnn")
 
@@ -268,3 +270,19 @@ def test_resnet_stack_matches_nn_conv():
       _rel_close(g_fast, g_ref, rtol=1e-3)
     except AssertionError as e:
       raise AssertionError(f"gradient mismatch at {path}") from e
+
+
+def test_data_parallel_sharding_matches_single_device():
+  devices = jax.devices()
+  if len(devices) < 2:
+    pytest.skip("needs several (simulated) devices; conftest sets 8")
+  mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  fast = FastConv(8, (3, 3), padding=((1, 1), (1, 1)), kernel_grad="gemm")
+  x = jax.random.normal(jax.random.PRNGKey(0), (len(devices), 8, 8, 4))
+  params = fast.init(jax.random.PRNGKey(1), x)
+  grad = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(fast.apply(p, x)))))
+  g_sharded = grad(params, jax.device_put(x, batch))
+  g_single = grad(params, x)
+  _rel_close(np.asarray(g_sharded["params"]["kernel"]),
+             np.asarray(g_single["params"]["kernel"]), rtol=1e-5)

@@ -47,14 +47,14 @@ DOMAINS = ("digits", "textures")
 @pytest.fixture(scope="module", autouse=True)
 def _fast_compile():
   """Cheaper XLA compiles for this module only (restored afterwards)."""
-  old = jax.config.jax_disable_most_optimizations
+  old = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", old)
 
 
 def demo_config(method: str, *, steps: int, log_every: int = 1,
-                per_domain_batch: int = 16):
+                per_domain_batch: int = 32):
   """`configs/<method>.py:demo` at test size, keeping the demo's peak lr."""
   if method == "mdssl":
     config = config_lib.load_sibling(str(CONFIG_DIR / "x.py"),
@@ -74,10 +74,7 @@ def demo_config(method: str, *, steps: int, log_every: int = 1,
                      max_test_per_domain=400)
   batch = len(DOMAINS) * per_domain_batch
   if method == "swav":  # Exercise the queue: full after 2 steps, then used.
-    config.method_args.update(queue_size=2 * batch, queue_start_step=0,
-                              freeze_prototypes_steps=1)
-  if method == "dino":
-    config.method_args.freeze_last_layer_steps = 1
+    config.method_args.update(queue_size=2 * batch, queue_start_step=0)
   return config
 
 

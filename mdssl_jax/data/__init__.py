@@ -38,3 +38,8 @@ from mdssl_jax.data.sources import DomainData
 from mdssl_jax.data.sources import load_domain
 from mdssl_jax.data.sources import load_domains
 from mdssl_jax.data.sources import validate_data_config
+from mdssl_jax.data.sources import read_class_subset
+from mdssl_jax.data.sources import resolve_class_subset
+from mdssl_jax.data.sources import StreamSpec
+from mdssl_jax.data.augment import augment_cropped_batch
+from mdssl_jax.data.augment import random_resized_crop

@@ -27,6 +27,12 @@ all vectors of a step in one stateless call and uses ``augment_batch``, where
 every op runs on the whole batch at once (per-image parameters), which is
 much cheaper on CPU than per-image tf.data maps.
 
+Images of varying size (decoded JPEGs of streamed datasets) are split in
+two: ``random_resized_crop`` crops one image of any size inside a tf.data
+map (same window rule, uniform slots and resampling), and
+``augment_cropped_batch`` applies the remaining ops to a batch of crops;
+together they match ``augment_batch`` to float rounding.
+
 ``apply_saliency_mask`` / ``saliency_mask_batch`` implement RELICv2's
 background replacement (METHODS.md §3.7) on the uint8 source image, before
 the crop and colour ops.

@@ -10,13 +10,15 @@ Synopsis::
   batch["domain"]   # [D*N] int32: row d*N + i belongs to domain d
   batch["label"]    # [D*N] int32 (for online probes only)
   batch["index"]    # [D*N] int64: row's index into its domain's train set
+                    #   (stream position for streaming domains)
 
 Every step draws exactly N = ``config.data.per_domain_batch`` images from
 each of the D domains ("dataset batches", paper A.5). Each domain has its own
 infinite stream: epoch e of domain d is a stateless permutation seeded by
 (seed, d, e), and step s takes stream positions s·N … s·N + N − 1, so a small
 domain simply cycles faster. The whole batch of step s, augmentations
-included, is a pure function of (config.seed, s): starting at
+included, is a pure function of (config.seed, config.data.seed for
+streaming domains, s): starting at
 ``start_step`` (resume) gives exactly the batches an uninterrupted run sees.
 All view randomness of a step comes from one stateless draw seeded by
 (seed, step) and shaped [D*N, views, NUM_UNIFORMS], so the view of
@@ -31,6 +33,36 @@ a domain has masks and ``config.saliency.prob > 0``.
 
 Multi-process: process p gets rows [p·B/P, (p+1)·B/P) of the global batch
 (B = D·N must be divisible by P).
+
+Streaming TFDS domains (``DomainData.stream``; e.g. ImageNet at 224 px) are
+read from disk instead of memory and mix freely with in-memory domains:
+
+* Order: the domain's stream is epoch 0, 1, 2, … concatenated. Epoch e reads
+  every example of the split once: its tfrecord shards in a stateless
+  permutation seeded by (config.data.seed, domain, e), 16 shards
+  interleaved, then a ``config.data.shuffle_buffer``-example shuffle buffer
+  seeded the same way (buffer entries are encoded images: ~1 GB for 10 000
+  ImageNet JPEGs). Step s takes stream positions s·N … s·N + N − 1, as for
+  in-memory domains; the order is a function of the data seed only.
+* Decoding: records are read with the image undecoded
+  (``tfds.decode.SkipDecoding``); only this process's rows are decoded,
+  once per image, and every view is cropped from the full-resolution image
+  (``augment.random_resized_crop``; same window rule and resampling as the
+  in-memory crop) after that view's saliency masking when the domain has a
+  ``mask_key``. The colour ops then run batched
+  (``augment.augment_cropped_batch``). View uniforms derive from
+  (config.seed, step, global row), saliency draws likewise.
+* Resume: starting at step s skips whole epochs without reading them and
+  then skips (s·N) mod n records of the current epoch: each is read and
+  parsed but not decoded, so a resume costs at most one epoch of I/O
+  (ImageNet: up to one pass over ~140 GB of records, minutes from local
+  disk) and yields exactly the batches an uninterrupted run would have
+  produced.
+* Multi-process: every process reads the full record stream of each
+  streaming domain it has rows in (so batches do not depend on the process
+  count) but decodes only its own rows.
+* The "index" of a streamed row is its stream position s·N + i (TFDS
+  records carry no stable index).
 """
 
 from __future__ import annotations
@@ -309,12 +341,12 @@ def _stream_views(config: Any, dom: DomainData, *, domain: int,
     u = tf.random.stateless_uniform(
         [num_views, augment.NUM_UNIFORMS],
         _seed(base, _TAG_STREAM_VIEWS, step, global_row))
-    image = sources.decode_stream_image(rec["image"], image_size=spec.image_size,
-                                        mode=spec.resize)
+    image = sources.decode_stream_image(
+        rec["image"], image_size=spec.image_size, mode=spec.resize)
     large_src = [image] * len(large)
     if saliency:
-      mask = sources.decode_stream_mask(rec["mask"], image_size=spec.image_size,
-                                        mode=spec.resize)
+      mask = sources.decode_stream_mask(
+          rec["mask"], image_size=spec.image_size, mode=spec.resize)
       with tf.control_dependencies([tf.debugging.assert_equal(
           tf.shape(mask), tf.shape(image)[:2],
           message=f"Domain {dom.name!r}: mask '{spec.mask_key}' and image "

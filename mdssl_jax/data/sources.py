@@ -1,10 +1,11 @@
-"""Labelled in-memory image arrays per domain: demo, .npz files or TFDS.
+"""Labelled image domains: demo, .npz files or TFDS (in memory or streamed).
 
 Synopsis::
 
   from mdssl_jax.data import sources
   sources.validate_data_config(config.data)     # cheap, raises ValueError
   domains = sources.load_domains(config.data)   # list[DomainData]
+  domains[0].num_train, domains[0].is_streaming
 
 A domain entry of ``config.data.domains`` is a dict with ``name`` and
 ``source`` plus source-specific keys:
@@ -15,23 +16,44 @@ A domain entry of ``config.data.domains`` is a dict with ``name`` and
   ``train_file``, ``test_file``, ``masks_path`` (an .npz with ``masks``
   [N, H, W] aligned by index with the train images) and ``num_classes``.
   ``path`` may use ``~`` and environment variables (``$MDSSL_SHARED_DATA``).
+  A ``class_names.txt`` beside the files (line i = class i, e.g.
+  "n01443537 goldfish") names the classes.
 - ``source="tfds"``: ``tfds_name``; optional ``split`` ("train"),
-  ``eval_split`` ("test"; e.g. "train[80%:]" for eurosat), ``image_key``
-  ("image"), ``label_key`` ("label").
+  ``eval_split`` ("test"; e.g. "train[80%:]" for eurosat, "validation" for
+  imagenet2012), ``image_key`` ("image"), ``label_key`` ("label"),
+  ``mask_key`` (a feature with saliency masks aligned with the image, for
+  RELICv2 masking) and ``in_memory`` (True, False, or None = auto: stream
+  when the dataset info says the split would exceed
+  ``config.data.max_in_memory_gb`` at ``image_size``, else load it).
 
 Every source also accepts ``max_train``/``max_test`` (a deterministic
 subsample: stratified by class with the data seed for demo/npz, the first
-examples in TFDS's fixed file order for tfds) and ``resize`` (overrides the
-data-level ``resize``). Images end up [N, S, S, 3] uint8 with S =
-``image_size``: grey is repeated to 3 channels; with ``resize="pad"`` images
-no larger than S are zero-padded centrally (28 -> 32 pads 2 px per side);
-otherwise (and for larger images) the central square is resized with
-antialiased bilinear interpolation.
+examples in TFDS's fixed file order for tfds; not for streaming train
+splits, use a split slice like ``split="train[:50000]"``), ``resize``
+(overrides the data-level ``resize``) and ``class_subset``: a list of class
+names and/or label ids, a text file with one class name per line, or
+"imagenet100" (the CMC ImageNet-100 wnids shipped in
+``imagenet100_classes.txt``). Only those classes are kept and their labels
+become 0..k-1 in the listed order, e.g.
+``dict(name="in100", source="tfds", tfds_name="imagenet2012",
+eval_split="validation", class_subset="imagenet100")``.
 
-TFDS sets are decoded and resized per example in tf.data and cached in
-memory as uint8 (CIFAR-size sets at 32 px take tens of MB). A set whose
-resized arrays would exceed ``config.data.max_in_memory_gb`` raises a
-ValueError; use ``max_train``/``max_test`` or a smaller ``image_size``.
+In-memory images end up [N, S, S, 3] uint8 with S = ``image_size``: grey is
+repeated to 3 channels; with ``resize="pad"`` images no larger than S are
+zero-padded centrally (28 -> 32 pads 2 px per side); otherwise (and for
+larger images) the central square is resized with antialiased bilinear
+interpolation. In-memory TFDS sets are decoded and resized per example in
+tf.data and cached as uint8 (CIFAR-size sets at 32 px take tens of MB); an
+in-memory set (``in_memory=True``, or auto with split sizes unknown) that
+exceeds ``max_in_memory_gb`` while loading raises a ValueError.
+
+Streaming TFDS domains (ImageNet at 224 px) keep no arrays: ``DomainData``
+carries a :class:`StreamSpec` and ``num_train``; the training pipeline reads
+the records with the images still encoded and decodes them on the fly
+(views are cropped from the full-resolution image; see
+``pipeline.make_train_dataset``), and ``pipeline.make_eval_arrays`` decodes
+only capped evaluation subsets. A class subset of a streamed split costs one
+pass over its labels at start-up to count the kept examples.
 """
 
 from __future__ import annotations

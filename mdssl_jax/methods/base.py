@@ -111,7 +111,7 @@ def build_mlp(cfg: ml_collections.ConfigDict, dtype) -> nn.Module:
 
 def build_encoder(model_cfg: ml_collections.ConfigDict, dtype) -> nn.Module:
   """The ResNet backbone described by `config.model`."""
-  impl = model_cfg.get("conv_impl", "xla")
+  impl = model_cfg.get("conv_impl", "auto")
   if impl == "xla":
     conv = nn.Conv
   else:

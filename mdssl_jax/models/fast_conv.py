@@ -2,35 +2,38 @@
 
 Synopsis::
 
-  conv_cls = get_conv(config.model.conv_impl)      # "xla" or "matmul"
+  conv_cls = get_conv(config.model.conv_impl)  # "xla", "matmul" or "auto"
   model = resnet(18, stem="cifar", conv=conv_cls)  # same parameters as nn.Conv
   y = FastConv(64, (3, 3), padding=((1, 1), (1, 1)))(x)  # x: [B, H, W, C]
 
-Why: on the CPU backend XLA lowers every convolution, including the two of
-the backward pass, to a direct-convolution kernel. That kernel is good for
-the forward pass and for the input gradient (a convolution of dY with the
-flipped kernel, the same shape), but the kernel gradient is a convolution
-whose "window" is the whole H×W image and whose output is only kh×kw: it
-runs at a third of the forward rate (benchmarks/RESULTS.md) and dominated
-the backward pass of a ResNet-18 SimCLR step.
+Why: XLA:CPU runs a convolution's forward pass and its input gradient (a
+convolution of dY with the flipped kernel) at close to matmul speed, but
+its kernel gradient is a convolution whose "window" is the whole H×W image
+and whose output is only kh×kw, which runs several times slower and
+dominated the backward pass of a ResNet-18 SimCLR step (benchmarks/
+RESULTS.md).
 
 `FastConv` keeps XLA's convolution for the forward pass and the input
-gradient and computes the kernel gradient dW[i, j, c, o] =
-Σ_{n,h,w} x_pad[n, s·h + i, s·w + j, c] · dY[n, h, w, o] as one GEMM:
+gradient, and computes the kernel gradient
+dW[i, j, c, o] = Σ_{n,h,w} x_pad[n, s·h + i, s·w + j, c] · dY[n, h, w, o]
+as one GEMM over stacked taps:
 
 * stride 1 ("tap shifting"): the kw horizontal taps of the padded input are
   laid side by side, xw[n, h, w, (j, c)] = x_pad[n, h, w + j, c] (kw× the
-  input), and the kh vertical taps are applied to dY instead, by shifting
-  its flattened rows by i·W (kh× dY). One [R, kw·C]ᵀ × [R, kh·F] product
-  then yields all kh·kw taps, with R = N·H_pad·W. This materialises 3× + 3×
-  instead of the 9× of a full im2col for 3×3 kernels.
-* stride > 1 or tiny feature maps: full im2col of the strided taps (for a
-  3×3/2 conv that is only 2.25× the input), then one [M, kh·kw·C]ᵀ × [M, F]
-  product.
+  input), and the kh vertical taps are applied to dY instead, shifted down
+  by i rows inside each image, d[n, h, w, (i, o)] = dY[n, h − i, w, o]
+  (kh× dY). One [R, kw·C]ᵀ × [R, kh·F] product over R = N·(Ho+kh−1)·Wo rows
+  yields all kh·kw taps: 3× + 3× the activations for a 3×3 kernel instead
+  of the 9× of a full im2col.
+* stride > 1, 1×1 kernels and maps of < 8 rows: full im2col of the strided
+  taps (2.25× the input for a 3×3/2 conv, a subsample for 1×1/2), then one
+  [M, kh·kw·C]ᵀ × [M, F] product.
 
-Taps are stacked as a sum of zero-padded slices (one fused elementwise loop)
-rather than `jnp.concatenate`, which XLA:CPU emits as separate copies plus a
-standalone concatenation (~10% slower, measured).
+Taps are stacked as a sum of zero-padded slices cut straight from x and dY,
+which XLA fuses into one elementwise loop per operand; `jnp.concatenate` of
+slices of a padded copy was slower (separate copies plus a concatenation).
+kernel_grad="auto" uses the GEMM only where it measured faster than XLA's
+own kernel gradient (`gemm_kernel_grad_pays`).
 
 Parameters are exactly nn.Conv's ("kernel" [kh, kw, in, out], optional
 "bias" [out]), so checkpoints move freely between `conv_impl`s.
@@ -269,12 +272,12 @@ def fast_conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
     padding: ((top, bottom), (left, right)) Python ints.
     precision: passed to `lax.conv_general_dilated` (None = default).
     kernel_grad: "auto" (GEMM where `gemm_kernel_grad_pays`), "gemm"
-      (always `conv_kernel_grad`) or "xla" (XLA's own; then this function
-      equals `lax.conv_general_dilated` in every respect).
+      (always `conv_kernel_grad`) or "xla" (XLA's own kernel gradient).
 
   Returns:
     [N, Ho, Wo, F], identical to `lax.conv_general_dilated`; only the
-    kernel gradient of the backward pass differs.
+    kernel gradient of the backward pass differs. Being a `custom_vjp`,
+    it supports reverse-mode differentiation only (no `jax.jvp`).
   """
   return _xla_conv(x, kernel, strides, padding, precision)
 
@@ -328,8 +331,8 @@ class FastConv(nn.Module):
     kernel_init: initializer of "kernel" [kh, kw, C, F].
     bias_init: initializer of "bias" [F].
     kernel_grad: "auto" (GEMM kernel gradient where it measured faster),
-      "gemm" (always) or "xla" (never; then FastConv computes exactly what
-      nn.Conv computes).
+      "gemm" (always) or "xla" (never: plain `lax.conv_general_dilated`,
+      exactly what nn.Conv computes, forward-mode AD included).
   """
   features: int
   kernel_size: int | Sequence[int]
@@ -386,8 +389,11 @@ class FastConv(nn.Module):
                        self.param_dtype) if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
                                               dtype=self.dtype)
-    y = fast_conv2d(x, kernel, strides, pads, self.precision,
-                    self.kernel_grad)
+    if self.kernel_grad == "xla":
+      y = _xla_conv(x, kernel, strides, pads, self.precision)
+    else:
+      y = fast_conv2d(x, kernel, strides, pads, self.precision,
+                      self.kernel_grad)
     if bias is not None:
       y = y + bias
     return y.reshape(batch_shape + y.shape[1:])
@@ -403,13 +409,19 @@ def get_conv(name: str) -> type[nn.Module]:
   """Returns the conv module class for a `conv_impl` config string.
 
   Args:
-    name: "xla" (plain `flax.linen.Conv`) or "matmul" (`FastConv`: XLA
-      forward and input gradient, GEMM kernel gradient where it pays).
+    name: "xla" (plain `flax.linen.Conv`), "matmul" (`FastConv`: XLA
+      forward and input gradient, GEMM kernel gradient where it pays), or
+      "auto" ("matmul" when JAX's default backend is the CPU, where it was
+      measured; "xla" on GPU/TPU, whose native convolutions it is not meant
+      to replace).
 
   Returns:
     A module class with nn.Conv's constructor fields and parameters.
   """
+  if name == "auto":
+    name = "matmul" if jax.default_backend() == "cpu" else "xla"
   if name not in CONV_IMPLS:
     raise ValueError(
-        f"Unknown conv_impl {name!r}; valid values are {sorted(CONV_IMPLS)}.")
+        f"Unknown conv_impl {name!r}; valid values are "
+        f"{sorted(CONV_IMPLS) + ['auto']}.")
   return CONV_IMPLS[name]
