@@ -2,7 +2,7 @@ r"""Offline RELICv2 demo: 4 large + 2 small views, EMA target, saliency masks.
 
   python -m mdssl_jax.main --config=configs/relicv2_demo.py \
       --workdir=/tmp/relicv2_demo
-  python -m mdssl_jax.main --config=configs/relicv2_demo.py:tiny  # ~1 min
+  python -m mdssl_jax.main --config=configs/relicv2_demo.py:tiny  # 1-2 min
 
 Data: the three built-in domains (scikit-learn digits, crops of scikit-image
 photos, procedurally generated textures) at 32×32; nothing is downloaded.
@@ -30,7 +30,7 @@ first 25 steps) to ≈ 1.75, and per-domain kNN top-1 (chance 10% / 14% /
 mean 76%). For reference, the same encoder at random initialisation scores
 kNN 84% / 73% / 36% (mean 64%): in 300 CPU steps training mainly helps the
 photos domain. It is a demo of the mechanics, not a benchmark. `:tiny`
-(width 1/16, 60 steps) is a one-minute smoke run.
+(width 1/16, 60 steps, ≈ 100 s of CPU time) is a smoke run.
 """
 
 from mdssl_jax import config_lib

@@ -4,7 +4,8 @@ r"""RELICv2 on the real .npz domains of ../shared/data, sized for a CPU.
       --workdir=/tmp/relicv2_shared
   python -m mdssl_jax.main \
       --config=configs/relicv2_shared.py:domains=cifar10+tinyimagenet,steps=3000
-  python -m mdssl_jax.main --config=configs/relicv2_shared.py:shared_dir=/data/shared
+  python -m mdssl_jax.main \
+      --config=configs/relicv2_shared.py:shared_dir=/data/shared
 
 Data: by default cifar10, mnist (grey 28×28, padded to 32 and
 channel-repeated), gtsrb and notmnist from ../shared/data (beside the

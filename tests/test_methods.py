@@ -1,22 +1,27 @@
 """Every registered method trains on the shared trainer (issue #4 item 6).
 
-Real short runs through `train.train_and_evaluate`, each starting from the
-method's own offline demo config (`configs/<method>.py:demo`; MDSSL:
-`configs/demo.py`) shrunk to test size — the digits and textures demo
-domains at 16 px, a width-1/16 ResNet-18, the demo's peak learning rate:
+Real short runs of the shared trainer (`train.build_setup`, `init_state`,
+`train_step` on real pipeline batches; `train.train_and_evaluate` for the
+LayerNorm switch), each starting from the method's own offline demo config
+(`configs/<method>.py:demo`; MDSSL: `configs/demo.py`) shrunk to test size:
+the digits and textures demo domains at 16 px, 32 images per domain per
+step, a width-1/16 ResNet-18 and the demo's peak learning rate.
 
 * every method: finite loss that falls (mean of the first vs the last three
-  logged losses in metrics.jsonl) and the collapse-monitor keys logged;
+  logged losses, each the mean over `log_every` steps as in metrics.jsonl)
+  and the collapse-monitor keys in every step's metrics;
 * BYOL, MSBReg, VICReg and SimCLR: kNN top-1 after a short run at least
   twice chance and above the same encoder at initialisation;
 * the LayerNorm head switch of configs/msbreg.py (seed 002 Table 4);
 * the registry.
 
-On CPU, XLA compilation dominates these runs, so the module turns most XLA
-optimisations off (compiles ~3× faster; the tiny steps run slower, which
-costs less) and compiles each method once (RELICv2 is tested elsewhere).
+RELICv2 is tested with its own module. On CPU, XLA compilation dominates:
+initialisation (a threefry-heavy graph) compiles ~5× faster without XLA's
+optimisations while the train step runs ~7× faster with them, so each run
+compiles the two differently (`xla_optimizations`), once per method.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -30,8 +35,8 @@ from mdssl_jax import config_lib
 from mdssl_jax import methods
 from mdssl_jax import optim
 from mdssl_jax import presets
-from mdssl_jax import sharding as sharding_lib
 from mdssl_jax import train
+from mdssl_jax.data import pipeline
 from mdssl_jax.data import sources
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -44,13 +49,15 @@ MONITOR_KEYS = ("monitor/z_std_ratio", "monitor/effective_rank",
 DOMAINS = ("digits", "textures")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  """Cheaper XLA compiles for this module only (restored afterwards)."""
+@contextlib.contextmanager
+def xla_optimizations(enabled: bool):
+  """Compiles inside the block with (or without) most XLA optimisations."""
   old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+  jax.config.update("jax_disable_most_optimizations", not enabled)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", old)
 
 
 def demo_config(method: str, *, steps: int, log_every: int = 1,
@@ -72,25 +79,63 @@ def demo_config(method: str, *, steps: int, log_every: int = 1,
   config.checkpoint.every_steps = 10_000
   config.eval.update(probe_steps=50, max_train_per_domain=1000,
                      max_test_per_domain=400)
-  batch = len(DOMAINS) * per_domain_batch
   if method == "swav":  # Exercise the queue: full after 2 steps, then used.
+    batch = len(DOMAINS) * per_domain_batch
     config.method_args.update(queue_size=2 * batch, queue_start_step=0)
+  config_lib.validate(config)
   return config
+
+
+def short_run(config, *, evaluate: bool = False) -> dict:
+  """Trains `config.total_steps` steps; optionally evaluates before/after.
+
+  Returns:
+    {"records": one dict of mean metrics per `log_every` steps (what the
+    trainer writes to metrics.jsonl), "steps": every step's metrics,
+    "init"/"final": `train.evaluate_state` results when `evaluate`}.
+  """
+  domains = sources.load_domains(config.data)
+  setup = train.build_setup(config, domains)
+  with xla_optimizations(False):
+    state = jax.jit(functools.partial(train.init_state, setup, config))()
+  out = {}
+  if evaluate:
+    out["init"] = train.evaluate_state(config, setup, state, domains)
+  with xla_optimizations(True):
+    step_fn = jax.jit(functools.partial(train.train_step, setup=setup),
+                      donate_argnums=0)
+    batches = pipeline.make_train_iterator(config, domains, start_step=0)
+    steps = []
+    for _ in range(config.total_steps):
+      state, metrics = step_fn(state, next(batches))
+      steps.append(metrics)
+    steps = [{k: float(v) for k, v in m.items()}
+             for m in jax.device_get(steps)]
+    if evaluate:
+      out["final"] = train.evaluate_state(config, setup, state, domains)
+  n = config.log_every
+  out["steps"] = steps
+  out["records"] = [
+      {k: float(np.mean([m[k] for m in steps[i:i + n]])) for k in steps[0]}
+      for i in range(0, len(steps) - n + 1, n)]
+  out["state"] = state
+  return out
+
+
+def check_loss_falls_and_monitor(run: dict, method: str) -> None:
+  for m in run["steps"]:
+    assert m["nonfinite"] == 0.0, (method, m)
+    for key in MONITOR_KEYS:
+      assert key in m and np.isfinite(m[key]), (method, key, m)
+  losses = np.array([r["loss"] for r in run["records"]])
+  assert np.all(np.isfinite(losses)), (method, losses)
+  first, last = losses[:3].mean(), losses[-3:].mean()
+  assert last < first, (method, losses.round(3).tolist())
 
 
 def read_metrics(workdir) -> list[dict]:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
-
-
-def check_loss_falls_and_monitor(records: list[dict], method: str) -> None:
-  losses = np.array([r["loss"] for r in records])
-  assert np.all(np.isfinite(losses)), (method, losses)
-  first, last = losses[:3].mean(), losses[-3:].mean()
-  assert last < first, (method, losses.round(3).tolist())
-  for r in records:
-    for key in MONITOR_KEYS:
-      assert key in r and np.isfinite(r[key]), (method, key, r)
 
 
 # ---- Registry ----------------------------------------------------------------
@@ -115,51 +160,28 @@ def test_unknown_method_is_a_config_error_listing_every_method():
   assert "--config.method" in str(err.value)
 
 
-# ---- Short real runs -----------------------------------------------------------
+# ---- Short real runs ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", LOSS_ONLY_METHODS)
-def test_method_trains_with_falling_loss(method, tmp_path):
-  config = demo_config(method, steps=24, log_every=3)
-  train.train_and_evaluate(config, str(tmp_path))
-  records = read_metrics(tmp_path)
-  assert [r["step"] for r in records] == list(range(3, 25, 3))
-  check_loss_falls_and_monitor(records, method)
-
-
-@pytest.fixture(scope="module")
-def init_knn() -> dict[str, float]:
-  """kNN top-1 per domain of the encoder at initialisation (step 0).
-
-  The encoder's parameters are initialised from (seed, model config) under
-  the module path "encoder", so they are the same for every method of
-  `KNN_METHODS`; one evaluation serves them all.
-  """
-  config = demo_config("simclr", steps=1)
-  domains = sources.load_domains(config.data)
-  setup = train.build_setup(config, domains)
-  state = jax.jit(functools.partial(train.init_state, setup, config))()
-  mesh = sharding_lib.make_mesh(1)
-  results = train.evaluate_state(config, setup, state, domains, mesh)
-  return {name: r["knn_top1"] for name, r in results["domains"].items()}
+def test_method_trains_with_falling_loss(method):
+  run = short_run(demo_config(method, steps=24, log_every=3))
+  assert len(run["records"]) == 8
+  check_loss_falls_and_monitor(run, method)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", KNN_METHODS)
-def test_short_run_knn_beats_chance_and_initialisation(method, init_knn,
-                                                       tmp_path):
-  config = demo_config(method, steps=60, log_every=5)
-  config.eval.at_end = True
-  train.train_and_evaluate(config, str(tmp_path))
-  check_loss_falls_and_monitor(read_metrics(tmp_path), method)
-  with open(tmp_path / "results.json") as f:
-    results = json.load(f)
-  knn = {name: r["knn_top1"] for name, r in results["domains"].items()}
-  chance = results["mean"]["chance"]
+def test_short_run_knn_beats_chance_and_initialisation(method):
+  run = short_run(demo_config(method, steps=60, log_every=5), evaluate=True)
+  check_loss_falls_and_monitor(run, method)
+  knn = {name: r["knn_top1"] for name, r in run["final"]["domains"].items()}
+  init = {name: r["knn_top1"] for name, r in run["init"]["domains"].items()}
+  chance = run["final"]["mean"]["chance"]
   mean_knn = float(np.mean(list(knn.values())))
-  mean_init = float(np.mean(list(init_knn.values())))
+  mean_init = float(np.mean(list(init.values())))
   assert mean_knn >= 2 * chance, (method, knn, chance)
-  assert mean_knn > mean_init, (method, knn, init_knn)
+  assert mean_knn > mean_init, (method, knn, init)
 
 
 # ---- The LayerNorm switch (seed 002 Table 4) --------------------------------
@@ -192,7 +214,10 @@ def test_layer_norm_switch_changes_heads_and_trains(method, tmp_path):
   assert "encoder" in shapes.batch_stats  # The encoder keeps BatchNorm.
   assert "predictor" not in shapes.target_batch_stats
 
-  state = train.train_and_evaluate(config, str(tmp_path))
-  losses = [r["loss"] for r in read_metrics(tmp_path)]
+  with xla_optimizations(False):  # 4 steps: compile time is what counts.
+    state = train.train_and_evaluate(config, str(tmp_path))
+  records = read_metrics(tmp_path)
+  assert all(key in r for r in records for key in MONITOR_KEYS)
+  losses = [r["loss"] for r in records]
   assert len(losses) == 4 and np.all(np.isfinite(losses)), losses
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))

@@ -372,6 +372,19 @@ def test_r50_variants():
     load_config("relicv2_r50", "r18")
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("kl_mode_small", "reverse", "only 'transpose'"),
+    ("kl_mode_large", "forward", "kl_mode_large='forward'"),
+    ("num_negatives", 16, r"num_negatives=16 .*\[1, global batch − 1 = 15\]"),
+    ("temperature", 0.0, "temperature must be > 0"),
+])
+def test_bad_method_args_fail_at_startup(key, value, message):
+  c = tiny_relic_config()
+  c.method_args[key] = value
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(c)
+
+
 def test_r50_without_imagenet_fails_at_startup_with_build_command(tmp_path):
   c = load_config("relicv2_r50")
   c.data.data_dir = str(tmp_path)
