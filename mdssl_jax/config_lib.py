@@ -86,7 +86,7 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       "hidden_dims": (2048,), "out_dim": 128, "norm": "batch",
       "last_norm": "none", "activation": "relu"})
   c.predictor = ml_collections.ConfigDict({
-      "hidden_dims": (4096,), "out_dim": 256, "norm": "batch",
+      "hidden_dims": (4096,), "out_dim": 128, "norm": "batch",
       "last_norm": "none", "activation": "relu"})
   c.compute_dtype = "float32"
 

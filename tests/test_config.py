@@ -149,3 +149,11 @@ def test_cli_rejects_bad_override_before_compiling():
   assert "Unknown method 'nope'" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.path.exists("/tmp/never_created_mdssl")
+
+
+def test_predictor_must_match_projector_width():
+  c = demo_config("byol")
+  config_lib.validate(c)
+  c.predictor.out_dim = c.projector.out_dim * 2
+  with pytest.raises(config_lib.ConfigError, match="predictor.out_dim"):
+    config_lib.validate(c)

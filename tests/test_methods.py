@@ -10,8 +10,9 @@ step, a width-1/16 ResNet-18 and the demo's peak learning rate.
 * every method: finite loss that falls (mean of the first vs the last three
   logged losses, each the mean over `log_every` steps as in metrics.jsonl)
   and the collapse-monitor keys in every step's metrics;
-* BYOL, MSBReg, VICReg and SimCLR: kNN top-1 after a short run at least
-  twice chance and above the same encoder at initialisation;
+* BYOL, MSBReg, VICReg and SimCLR: mean kNN top-1 (photos and textures
+  domains) after a 60-step run at least twice chance and above the same
+  encoder at initialisation;
 * the LayerNorm head switch of configs/msbreg.py (seed 002 Table 4);
 * the registry.
 
@@ -47,6 +48,10 @@ LOSS_ONLY_METHODS = ("mdssl", "mocov3", "barlow_twins", "dino", "swav")
 MONITOR_KEYS = ("monitor/z_std_ratio", "monitor/effective_rank",
                 "monitor/uniformity", "monitor/alignment")
 DOMAINS = ("digits", "textures")
+# Random conv features already give ~80% kNN top-1 on digits (about what
+# pixels give), a bar a 60-step run of a width-1/16 net does not clear
+# (BYOL measured 81% → 63%); photos and textures start at 56% and 15%.
+KNN_DOMAINS = ("photos", "textures")
 
 
 @contextlib.contextmanager
@@ -61,7 +66,7 @@ def xla_optimizations(enabled: bool):
 
 
 def demo_config(method: str, *, steps: int, log_every: int = 1,
-                per_domain_batch: int = 32):
+                per_domain_batch: int = 32, domains=DOMAINS):
   """`configs/<method>.py:demo` at test size, keeping the demo's peak lr."""
   if method == "mdssl":
     config = config_lib.load_sibling(str(CONFIG_DIR / "x.py"),
@@ -71,7 +76,7 @@ def demo_config(method: str, *, steps: int, log_every: int = 1,
                                      method).get_config("demo")
   demo_batch = len(config.data.domains) * config.data.per_domain_batch
   peak = optim.peak_learning_rate(config.optim, demo_batch)
-  presets.tiny_test_config(config, steps=steps, domains=DOMAINS,
+  presets.tiny_test_config(config, steps=steps, domains=domains,
                            per_domain_batch=per_domain_batch, image_size=16)
   config.optim.update(lr_scaling="none", base_lr=peak, warmup_steps=3)
   config.log_every = log_every
@@ -80,7 +85,7 @@ def demo_config(method: str, *, steps: int, log_every: int = 1,
   config.eval.update(probe_steps=50, max_train_per_domain=1000,
                      max_test_per_domain=400)
   if method == "swav":  # Exercise the queue: full after 2 steps, then used.
-    batch = len(DOMAINS) * per_domain_batch
+    batch = len(domains) * per_domain_batch
     config.method_args.update(queue_size=2 * batch, queue_start_step=0)
   config_lib.validate(config)
   return config
@@ -173,7 +178,8 @@ def test_method_trains_with_falling_loss(method):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", KNN_METHODS)
 def test_short_run_knn_beats_chance_and_initialisation(method):
-  run = short_run(demo_config(method, steps=60, log_every=5), evaluate=True)
+  config = demo_config(method, steps=60, log_every=5, domains=KNN_DOMAINS)
+  run = short_run(config, evaluate=True)
   check_loss_falls_and_monitor(run, method)
   knn = {name: r["knn_top1"] for name, r in run["final"]["domains"].items()}
   init = {name: r["knn_top1"] for name, r in run["init"]["domains"].items()}

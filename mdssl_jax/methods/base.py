@@ -159,6 +159,12 @@ class Method:
       errors.append(f"method {cls.name!r} needs views.large.count in "
                     f"{cls.large_views}, got {large}: set "
                     f"--config.views.large.count={cls.large_views[0]}.")
+    if cls.has_predictor and (config.predictor.out_dim
+                              != config.projector.out_dim):
+      errors.append(
+          f"method {cls.name!r} regresses predictions onto target "
+          f"projections: predictor.out_dim={config.predictor.out_dim} must "
+          f"equal projector.out_dim={config.projector.out_dim}.")
     if cls.small_views is not None and small not in cls.small_views:
       errors.append(f"method {cls.name!r} supports views.small.count in "
                     f"{cls.small_views}, got {small}.")
