@@ -2,9 +2,11 @@ r"""Barlow Twins (Zbontar et al. 2021) on the shared trainer (METHODS §5.4).
 
   python -m mdssl_jax.main --config=configs/barlow_twins.py \
       --workdir=runs/barlow_c100 --config.data.data_dir=$TFDS_DATA_DIR
-  python -m mdssl_jax.main --config=configs/barlow_twins.py:in100,in100_dir=$IN100 \
+  python -m mdssl_jax.main \
+      --config=configs/barlow_twins.py:in100,in100_dir=$IN100 \
       --workdir=runs/barlow_in100
-  python -m mdssl_jax.main --config=configs/barlow_twins.py:demo --workdir=/tmp/bt
+  python -m mdssl_jax.main --config=configs/barlow_twins.py:demo \
+      --workdir=/tmp/barlow
   python -m mdssl_jax.main --config=configs/barlow_twins.py:shared --workdir=...
 
 Default (reference scale): solo-learn's ResNet-18 CIFAR-100 recipe — TFDS

@@ -1,6 +1,6 @@
 r"""MoCo v3 (Chen et al. 2021) on the shared trainer (METHODS.md §5.2).
 
-  python -m mdssl_jax.main --config=configs/mocov3.py --workdir=runs/mocov3_c100 \
+  python -m mdssl_jax.main --config=configs/mocov3.py --workdir=runs/mocov3 \
       --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/mocov3.py:in100,in100_dir=$IN100 \
       --workdir=runs/mocov3_in100

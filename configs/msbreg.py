@@ -47,7 +47,8 @@ Variants (config arguments, comma-separated):
               seed 002 Table 4's claim: with LayerNorm heads MSBReg still
               trains (82.3% at λ_b = 5e-3) while BYOL collapses (10.6%).
               Reproduce it with
-                configs/msbreg.py:stl10,norm=layer --config.method_args.lambda_b=5e-3
+                configs/msbreg.py:stl10,norm=layer \
+                    --config.method_args.lambda_b=5e-3
                 configs/byol.py:stl10,norm=layer
               (the supplement does not say whether the encoder's BatchNorm
               was replaced too; add --config.model.norm=layer for that).

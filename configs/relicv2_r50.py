@@ -16,7 +16,10 @@ the end-of-run kNN / linear-probe check), read from `config.data.data_dir`:
 ~/tensorflow_datasets. Nothing downloads. If the set is not prepared there,
 the run stops at start-up with the command to prepare it (`tfds build
 imagenet2012 --data_dir=<dir>`; ImageNet is a manual download, so place
-ILSVRC2012_img_{train,val}.tar in <dir>/downloads/manual first).
+ILSVRC2012_img_{train,val}.tar in <dir>/downloads/manual first). The train
+split is streamed (`in_memory=False`): records are decoded on the fly and
+views are cropped from the full-resolution images; only the capped
+evaluation subsets are held in memory.
 
 Method, as the paper states it (unstated values are METHODS.md §3.5's
 [assumed] choices):
@@ -30,7 +33,8 @@ Method, as the paper states it (unstated values are METHODS.md §3.5's
   * saliency masking of large views with p_m = 0.1 when masks exist
     (coverage ≥ 5%, uniform grey background per image; METHODS.md §3.7).
     TFDS imagenet2012 carries no masks, so the stage is off and the log says
-    so.
+    so; with a TFDS build that stores them as an image feature aligned with
+    each example, pass `tfds_name=<builder>,mask_key=<feature>`.
   * ResNet-50 (ImageNet stem); projector 2048→4096→256 and predictor
     256→4096→256 with BN + ReLU (BYOL sizes); EMA target of encoder +
     projector, γ cosine from 0.996 to 1, applied after every optimiser step.
@@ -43,7 +47,7 @@ Method, as the paper states it (unstated values are METHODS.md §3.5's
     epochs (≈ 312.8k steps).
 
 Hardware / runtime: an accelerator pod (the paper used TPUs; e.g. a TPU
-v4-64 slice or 64 A100s, several days for 1000 epochs); see
+v4-64 slice or 64 A100s; days for 1000 epochs, not measured here); see
 launch/run_tpu.sh. Train in bfloat16 (parameters and losses stay float32).
 Expected result: 77.1% top-1 (93.3% top-5) under the paper's linear
 evaluation protocol (frozen encoder, 100 epochs SGD-Nesterov on all of
@@ -51,7 +55,8 @@ ImageNet, METHODS.md §3.9). The end-of-run evaluation printed here (kNN and
 a short linear probe on a 10k/5k-image subset) is a health check, not that
 protocol.
 
-Variants (config argument, combinable with `epochs=...`):
+Variants (config argument, combinable with `epochs=...`, `tfds_name=...`,
+`mask_key=...`):
   r50x2, r50x4, r101, r152, r200, r200x2: other encoders from the paper
     (Table 5 top-1: 79.0, 79.4, 78.7, 79.3, 79.8, 80.6);
   demo: the offline CPU demo, identical to configs/relicv2_demo.py.
@@ -81,7 +86,8 @@ def default_data_dir() -> str:
 
 def get_config(arg=None):
   flags = {name: False for name in ARCHS if name != "r50"}
-  arg = config_lib.parse_arg(arg, demo=False, epochs=1000.0, **flags)
+  arg = config_lib.parse_arg(arg, demo=False, epochs=1000.0,
+                             tfds_name="imagenet2012", mask_key=None, **flags)
   if arg.demo:
     return config_lib.load_sibling(__file__, "relicv2_demo").get_config()
   chosen = [name for name in flags if arg[name]]
@@ -91,9 +97,13 @@ def get_config(arg=None):
   depth, width = ARCHS[chosen[0] if chosen else "r50"]
 
   c = config_lib.get_default_config("relicv2")
-  c.data.domains = [{"name": "imagenet", "source": "tfds",
-                     "tfds_name": "imagenet2012", "split": "train",
-                     "eval_split": "validation"}]
+  domain = {"name": "imagenet", "source": "tfds", "tfds_name": arg.tfds_name,
+            "split": "train", "eval_split": "validation",
+            # 1.28M images at 224 px do not fit in host memory: stream.
+            "in_memory": False}
+  if arg.mask_key:
+    domain["mask_key"] = arg.mask_key
+  c.data.domains = [domain]
   c.data.data_dir = default_data_dir()
   c.data.download = False
   c.data.image_size = 224

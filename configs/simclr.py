@@ -1,6 +1,6 @@
 r"""SimCLR (Chen et al. 2020) on the shared trainer (METHODS.md §5.1).
 
-  python -m mdssl_jax.main --config=configs/simclr.py --workdir=runs/simclr_c100 \
+  python -m mdssl_jax.main --config=configs/simclr.py --workdir=runs/simclr \
       --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/simclr.py:in100,in100_dir=$IN100 \
       --workdir=runs/simclr_in100

@@ -1,6 +1,6 @@
 r"""VICReg (Bardes et al. 2022) on the shared trainer (METHODS.md §5.5).
 
-  python -m mdssl_jax.main --config=configs/vicreg.py --workdir=runs/vicreg_c100 \
+  python -m mdssl_jax.main --config=configs/vicreg.py --workdir=runs/vicreg \
       --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/vicreg.py:in100,in100_dir=$IN100 \
       --workdir=runs/vicreg_in100
