@@ -143,6 +143,9 @@ def build_imagenet100_npz(out_dir: str, *, tfds_data_dir: str | None,
 
   Returns:
     {"train": n_train, "test": n_test} images written.
+
+  Raises:
+    FileNotFoundError: imagenet2012 is not prepared in tfds_data_dir.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -168,7 +171,15 @@ def build_imagenet100_npz(out_dir: str, *, tfds_data_dir: str | None,
   os.makedirs(out_dir, exist_ok=True)
   counts = {}
   for split, name in (("train", "train"), ("validation", "test")):
-    ds = builder.as_dataset(split=split, shuffle_files=False)
+    try:
+      ds = builder.as_dataset(split=split, shuffle_files=False)
+    except AssertionError as e:  # TFDS's "could not find data".
+      where = tfds_data_dir or "~/tensorflow_datasets"
+      raise FileNotFoundError(
+          f"TFDS imagenet2012 is not prepared in {where}. Put "
+          "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
+          f"{where}/downloads/manual and run `tfds build imagenet2012 "
+          f"--data_dir={where}` first.") from e
     if max_per_split:
       ds = ds.take(max_per_split)
     ds = ds.filter(lambda ex: tf.gather(lookup, ex["label"]) >= 0)

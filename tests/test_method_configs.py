@@ -140,6 +140,12 @@ def test_imagenet100_builder_on_mock_tfds(tmp_path):
   assert len(domain.train_labels) == counts["train"]
 
 
+def test_imagenet100_builder_explains_missing_imagenet(tmp_path):
+  with pytest.raises(FileNotFoundError, match="tfds build imagenet2012"):
+    load("msbreg").build_imagenet100_npz(
+        str(tmp_path / "out"), tfds_data_dir=str(tmp_path / "no_tfds"))
+
+
 def test_byol_stl10_is_msbreg_recipe_with_two_views():
   byol = load("byol").get_config("stl10")
   msb = load("msbreg").get_config("stl10")

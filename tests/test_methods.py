@@ -17,7 +17,7 @@ step, a width-1/16 ResNet-18 and the demo's peak learning rate.
 * the registry.
 
 RELICv2 is tested with its own module. On CPU, XLA compilation dominates:
-initialisation (a threefry-heavy graph) compiles ~5× faster without XLA's
+initialisation (a threefry-heavy graph) compiles ~7× faster without XLA's
 optimisations while the train step runs ~7× faster with them, so each run
 compiles the two differently (`xla_optimizations`), once per method.
 """
@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -66,7 +67,9 @@ def xla_optimizations(enabled: bool):
 
 
 def demo_config(method: str, *, steps: int, log_every: int = 1,
-                per_domain_batch: int = 32, domains=DOMAINS):
+                per_domain_batch: int = 32,
+                domains: tuple[str, ...] = DOMAINS
+                ) -> ml_collections.ConfigDict:
   """`configs/<method>.py:demo` at test size, keeping the demo's peak lr."""
   if method == "mdssl":
     config = config_lib.load_sibling(str(CONFIG_DIR / "x.py"),
@@ -91,7 +94,8 @@ def demo_config(method: str, *, steps: int, log_every: int = 1,
   return config
 
 
-def short_run(config, *, evaluate: bool = False) -> dict:
+def short_run(config: ml_collections.ConfigDict, *,
+              evaluate: bool = False) -> dict:
   """Trains `config.total_steps` steps; optionally evaluates before/after.
 
   Returns:
