@@ -20,11 +20,16 @@ from absl import app
 from absl import flags
 import ml_collections
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir.",
-                               required=True)
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-_OVERRIDES = flags.DEFINE_multi_string(
-    "eval_override", [], "key=value overrides of config.eval, e.g. knn_k=200.")
+
+
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program (importing this module
+  next to mdssl_jax.main must not define --workdir twice)."""
+  flags.DEFINE_string("workdir", None, "Trained workdir.", required=True)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+  flags.DEFINE_multi_string(
+      "eval_override", [],
+      "key=value overrides of config.eval, e.g. knn_k=200.")
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -76,15 +81,17 @@ def evaluate_workdir(workdir: str, step: int | None = None,
 def main(argv) -> None:
   del argv
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from mdssl_jax import main as main_lib  # pylint: disable=g-import-not-at-top
-  main_lib.quiet_library_logs()
-  main_lib.hide_gpus_from_tf()
-  overrides = dict(o.split("=", 1) for o in _OVERRIDES.value)
+  from mdssl_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.quiet_library_logs()
+  cli.hide_gpus_from_tf()
+  f = flags.FLAGS
+  overrides = dict(o.split("=", 1) for o in f.eval_override)
   try:
-    evaluate_workdir(_WORKDIR.value, _STEP.value, overrides)
+    evaluate_workdir(f.workdir, f.step, overrides)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

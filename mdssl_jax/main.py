@@ -11,7 +11,6 @@ printed. Re-running with the same workdir resumes from its newest checkpoint.
 from __future__ import annotations
 
 import datetime
-import logging as pylogging
 import os
 import sys
 
@@ -19,6 +18,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from mdssl_jax.cli import hide_gpus_from_tf, quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/demo.py or configs/x.py:demo.",
@@ -39,33 +40,6 @@ def default_workdir(config_path: str, now: datetime.datetime | None = None
     name += "_" + arg.replace(",", "_").replace("=", "-")
   stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
   return os.path.join("runs", name, stamp)
-
-
-def hide_gpus_from_tf() -> None:
-  """Keeps TensorFlow (used only for tf.data) off the accelerators."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except RuntimeError:
-    pass
-
-
-class _QuietLibraries(pylogging.Filter):
-  """Drops INFO chatter of orbax/clu/tfds from the console (warnings stay)."""
-
-  _NOISY = ("orbax", "clu/", "tensorflow_datasets", "etils")
-
-  def filter(self, record: pylogging.LogRecord) -> bool:
-    if record.levelno >= pylogging.WARNING:
-      return True
-    return not any(n in record.pathname for n in self._NOISY)
-
-
-def quiet_library_logs() -> None:
-  """Keeps the console to our own progress lines and results."""
-  for handler in pylogging.getLogger().handlers + [
-      logging.get_absl_handler()]:
-    handler.addFilter(_QuietLibraries())
 
 
 def main(argv) -> None:
