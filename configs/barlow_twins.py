@@ -24,10 +24,15 @@ Variants (config arguments, comma-separated):
            400 epochs, blur 1.0 / 0.1. Expected (solo-learn): 80.4%.
   demo     Offline built-in domains at 32 px, width-¼ ResNet-18, projector
            256 → 256 → 256, 32 images per domain per step, 300 steps.
-           2 CPU cores: about 5–8 minutes including evaluation. Expected:
-           the loss falls; mean kNN top-1 about 60–70% (chance 12%).
-  shared   The four ../shared/data domains, width-¼ ResNet-18, 2,000 steps:
-           about 1–1.5 hours on 2 CPU cores.
+           2 CPU cores: about 8 minutes including compilation and evaluation
+           (measured 0.80 steps/s). Measured: loss 13.0 (first 25 steps) →
+           4.7 (last 25); kNN top-1 digits 86.6, photos 96.0, textures 41.1,
+           mean 74.6% (chance 12.9%); probe mean 78.5%. The encoder at
+           initialisation scores 69.8% kNN / 78.0% probe here (random conv
+           features are strong on these domains).
+  shared   The four ../shared/data domains, width-¼ ResNet-18, 64 images per
+           domain per step, 2,000 steps: about 1.5–2 hours on 2 CPU cores
+           (estimated from the demo's step rate).
   steps=N  Overrides total_steps.
 """
 

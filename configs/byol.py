@@ -36,14 +36,20 @@ Variants (config arguments, comma-separated):
               seed 002 Table 4, see configs/msbreg.py.
   demo        Offline built-in domains (digits, photos, textures) at 32 px,
               width-¼ ResNet-18, 32 images per domain per step, 300 steps.
-              2 CPU cores: about 6–9 minutes including evaluation.
-              Expected: the loss falls; mean kNN top-1 over the three domains
-              about 60–70% (chance 12%) — see `tests/test_methods.py` for
-              the short checked version.
+              2 CPU cores: about 10 minutes including compilation and
+              evaluation (measured 0.65 steps/s). Measured: loss 2.8 (first
+              25 steps) → 0.77 (last 25); kNN top-1 digits 88.3, photos
+              94.4, textures 34.7, mean 72.5% (chance 12.9%); probe mean
+              74.0%. Random conv features are strong on these domains — the
+              same encoder at initialisation scores 69.8% kNN / 78.0% probe
+              — so the demo shows that training runs, not how good BYOL is;
+              tests/test_methods.py checks a short run against its own
+              initialisation.
   shared      The four ../shared/data domains (cifar10, mnist, gtsrb,
               notmnist), width-¼ ResNet-18, 64 images per domain per step,
-              2,000 steps: about 1.5–2 hours on 2 CPU cores. Expected: kNN
-              and probe top-1 far above chance on every domain.
+              2,000 steps: about 2.5 hours on 2 CPU cores (estimated from
+              the demo's step rate). Expected: kNN and probe top-1 far above
+              chance on every domain.
   steps=N     Overrides total_steps (any variant).
 """
 

@@ -32,13 +32,17 @@ Variants (config arguments, comma-separated):
   demo       Offline built-in domains at 32 px, width-¼ ResNet-18, head
              256 → 256 → 64 → 512 prototypes with BN in the head (without it
              the small net's teacher turns uniform), 2 global + 2 local 16 px
-             crops,
-             32 images per domain per step, 300 steps. 2 CPU cores: about
-             7–10 minutes including evaluation. Expected: the loss falls;
-             mean kNN top-1 about 50–65% (chance 12%).
+             crops, 32 images per domain per step, 300 steps. 2 CPU cores:
+             about 10 minutes including compilation and evaluation.
+             Measured: loss 6.55 (first 25 steps) → 6.08 (last 25); kNN
+             top-1 digits 88.9, photos 96.2, textures 34.3, mean 73.1%
+             (chance 12.9%); probe mean 72.6%. The encoder at initialisation
+             scores 69.8% kNN / 78.0% probe here (random conv features are
+             strong on these domains).
   shared     The four ../shared/data domains, width-¼ ResNet-18, the demo's
-             head, 2,000 steps:
-             about 1.5–2 hours on 2 CPU cores.
+             head and crops, 64 images per domain per step, 2,000 steps:
+             about 2.5–3 hours on 2 CPU cores (estimated from the demo's
+             step rate).
   steps=N    Overrides total_steps.
 """
 

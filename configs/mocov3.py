@@ -25,11 +25,15 @@ Variants (config arguments, comma-separated):
            `in100_dir=` or $IMAGENET100_DIR, else it stops at start-up),
            400 epochs, blur 1.0 / 0.1. Expected (solo-learn): 80.4%.
   demo     Offline built-in domains at 32 px, width-¼ ResNet-18, 32 images
-           per domain per step, 300 steps. 2 CPU cores: about 6–9 minutes
-           including evaluation. Expected: the loss falls; mean kNN top-1
-           about 55–70% (chance 12%).
-  shared   The four ../shared/data domains, width-¼ ResNet-18, 2,000 steps:
-           about 1.5–2 hours on 2 CPU cores.
+           per domain per step, 300 steps. 2 CPU cores: about 10 minutes
+           including compilation and evaluation (as BYOL). Measured: loss
+           3.7 (first 25 steps) → 2.75 (last 25); kNN top-1 digits 89.1,
+           photos 95.4, textures 35.9, mean 73.5% (chance 12.9%); probe mean
+           74.5%. The encoder at initialisation scores 69.8% kNN / 78.0%
+           probe here (random conv features are strong on these domains).
+  shared   The four ../shared/data domains, width-¼ ResNet-18, 64 images per
+           domain per step, 2,000 steps: about 2.5 hours on 2 CPU cores
+           (estimated from the demo's step rate).
   steps=N  Overrides total_steps.
 """
 

@@ -54,13 +54,18 @@ Variants (config arguments, comma-separated):
               was replaced too; add --config.model.norm=layer for that).
   demo        Offline built-in domains at 32 px, width-¼ ResNet-18, K = 4,
               32 images per domain per step, 300 steps. 2 CPU cores: about
-              12–18 minutes including evaluation (K = 4 views cost about
-              twice BYOL). Expected: the loss falls; mean kNN top-1 about
-              60–70% (chance 12%).
+              12–15 minutes including compilation and evaluation (K = 4
+              views cost about twice BYOL; measured 0.46 steps/s with other
+              jobs running). Measured: loss 0.89 (first 25 steps) → 0.12
+              (last 25); kNN top-1 digits 91.1, photos 96.0, textures 31.9,
+              mean 73.0% (chance 12.9%); probe mean 74.1%. The encoder at
+              initialisation scores 70.4% kNN / 78.2% probe here (random
+              conv features are strong on these domains).
   shared      The four ../shared/data domains, width-¼ ResNet-18, K = 4,
-              64 images per domain per step, 2,000 steps: about 3–4 hours on
-              2 CPU cores (use a GPU). Expected: kNN and probe top-1 far
-              above chance on every domain.
+              64 images per domain per step, 2,000 steps: about 4–5 hours on
+              2 CPU cores (estimated from the demo's step rate; use a GPU).
+              Expected: kNN and probe top-1 far above chance on every
+              domain.
   steps=N     Overrides total_steps.
 """
 

@@ -27,12 +27,16 @@ Variants (config arguments, comma-separated):
            Expected (solo-learn): 77.6% linear top-1.
   demo     Offline built-in domains at 32 px, width-¼ ResNet-18, projector
            256 → 64 with BN, 32 images per domain per step, 300 steps, base
-           lr 1.0 (the setup of configs/demo.py:simclr).
-           2 CPU cores: about 5–8 minutes including evaluation. Expected: the
-           loss falls; mean kNN top-1 about 60–70% (chance 12%).
+           lr 1.0 (the setup of configs/demo.py:simclr). 2 CPU cores: about
+           8 minutes including compilation and evaluation. Measured: loss
+           5.2 (first 25 steps) → 4.0 (last 25); kNN top-1 digits 90.8,
+           photos 93.1, textures 35.1, mean 73.0% (chance 12.9%); probe mean
+           76.6%. The encoder at initialisation scores 69.8% kNN / 78.0%
+           probe here (random conv features are strong on these domains).
   shared   The four ../shared/data domains, width-¼ ResNet-18 (projector
-           with BN, as in the demo), 2,000 steps:
-           about 1–1.5 hours on 2 CPU cores (as configs/shared_mix.py:simclr).
+           with BN, as in the demo), 64 images per domain per step, 2,000
+           steps: about 1.5–2 hours on 2 CPU cores (estimated from the
+           demo's step rate; configs/shared_mix.py:simclr is the same run).
   steps=N  Overrides total_steps.
 """
 

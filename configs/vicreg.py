@@ -24,10 +24,15 @@ Variants (config arguments, comma-separated):
            blur 0.5, 400 epochs. Expected (solo-learn): 79.2%.
   demo     Offline built-in domains at 32 px, width-¼ ResNet-18, expander
            256 → 256 → 256, 32 images per domain per step, 300 steps.
-           2 CPU cores: about 5–8 minutes including evaluation. Expected:
-           the loss falls; mean kNN top-1 about 60–70% (chance 12%).
-  shared   The four ../shared/data domains, width-¼ ResNet-18, 2,000 steps:
-           about 1–1.5 hours on 2 CPU cores.
+           2 CPU cores: about 8 minutes including compilation and evaluation
+           (measured 0.82 steps/s). Measured: loss 36.7 (first 25 steps) →
+           30.6 (last 25); kNN top-1 digits 92.8, photos 95.4, textures
+           42.1, mean 76.8% (chance 12.9%); probe mean 81.7%. The encoder at
+           initialisation scores 69.8% kNN / 78.0% probe here (random conv
+           features are strong on these domains).
+  shared   The four ../shared/data domains, width-¼ ResNet-18, 64 images per
+           domain per step, 2,000 steps: about 1.5–2 hours on 2 CPU cores
+           (estimated from the demo's step rate).
   steps=N  Overrides total_steps.
 """
 
