@@ -13,6 +13,7 @@ from typing import Any
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 
 class CheckpointError(RuntimeError):
@@ -64,6 +65,7 @@ class Checkpointer:
       raise CheckpointError(f"No checkpoint in {self.directory}.")
     path = os.path.join(self.directory, str(step))
     try:
+      _verify_readable(path)
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state),
           meta=ocp.args.JsonRestore()))
@@ -84,8 +86,42 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for pending saves, then stops Orbax's background threads."""
+    if self._manager is None:
+      return
+    try:
+      self._manager.wait_until_finished()
+    finally:
+      self._manager.close()
+      self._manager = None
+
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+
+def _verify_readable(path: str) -> None:
+  """Reads every stored record of the OCDBT array stores under `path`.
+
+  Synchronous and cheap next to a restore (the bytes land in the page cache
+  the restore reads from). It finds a damaged manifest, index or data file
+  before Orbax's concurrent restore does: when that restore fails midway,
+  its in-flight reads keep completing on TensorStore threads against a
+  closed event loop and flood stderr long after the error was raised.
+
+  Raises:
+    ValueError: (from TensorStore) a store is unreadable.
+  """
+  for item in sorted(os.listdir(path)):
+    item_dir = os.path.join(path, item)
+    if not os.path.isfile(os.path.join(item_dir, "manifest.ocdbt")):
+      continue
+    store = ts.KvStore.open(
+        {"driver": "ocdbt", "base": f"file://{item_dir}/"}).result()
+    for key in store.list().result():
+      store.read(key).result()
 
 
 def abstract_like(tree: Any) -> Any:

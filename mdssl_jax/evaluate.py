@@ -66,9 +66,8 @@ def evaluate_workdir(workdir: str, step: int | None = None,
   rep = sharding_lib.replicated(mesh)
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract)
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
-  state, _ = checkpointer.restore(abstract, step)
-  checkpointer.close()
+  with ckpt_lib.Checkpointer(workdir, async_save=False) as checkpointer:
+    state, _ = checkpointer.restore(abstract, step)
   results = train.evaluate_state(config, setup, state, domains)
   results["train"] = {"method": config.method, "steps": int(state.step)}
   report.write_results(results, os.path.join(workdir, "results.json"))

@@ -11,6 +11,7 @@ logging, non-finite guard) / evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -264,111 +265,111 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpointer = ckpt_lib.Checkpointer(
       workdir, keep=config.checkpoint.keep,
       async_save=config.checkpoint.get("async_save", True))
-  if checkpointer.latest_step() is not None and config.checkpoint.resume:
-    state, meta = checkpointer.restore(ckpt_lib.abstract_like(state))
-    logging.info("Resuming from step %d (%s).", int(state.step), meta)
-  start_step = int(state.step)
+  # Close the writer and Orbax's background threads on every exit path
+  # (an error, an interrupt, or success), after pending saves finish.
+  with contextlib.ExitStack() as stack:
+    stack.enter_context(checkpointer)
+    if checkpointer.latest_step() is not None and config.checkpoint.resume:
+      state, meta = checkpointer.restore(ckpt_lib.abstract_like(state))
+      logging.info("Resuming from step %d (%s).", int(state.step), meta)
+    start_step = int(state.step)
 
-  step_fn = jax.jit(functools.partial(train_step, setup=setup),
-                    in_shardings=(replicated, batch_sharding),
-                    out_shardings=(replicated, replicated),
-                    donate_argnums=0)
+    step_fn = jax.jit(functools.partial(train_step, setup=setup),
+                      in_shardings=(replicated, batch_sharding),
+                      out_shardings=(replicated, replicated),
+                      donate_argnums=0)
 
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=not is_main, asynchronous=True)
-  jsonl = progress_lib.JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
-  prog = progress_lib.Progress(total_steps=setup.total_steps,
-                               start_step=start_step,
-                               images_per_step=setup.global_batch)
-  log_every = max(1, config.log_every)
-  ckpt_every = config.checkpoint.every_steps
-  eval_every = config.eval.get("every_steps", 0)
+    writer = stack.enter_context(contextlib.closing(
+        metric_writers.create_default_writer(
+            workdir, just_logging=not is_main, asynchronous=True)))
+    jsonl = progress_lib.JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+    prog = progress_lib.Progress(total_steps=setup.total_steps,
+                                 start_step=start_step,
+                                 images_per_step=setup.global_batch)
+    log_every = max(1, config.log_every)
+    ckpt_every = config.checkpoint.every_steps
+    eval_every = config.eval.get("every_steps", 0)
 
-  def save(step: int, state: TrainState) -> None:
-    checkpointer.save(step, state, {"step": step, "method": config.method,
-                                    "total_steps": setup.total_steps})
+    def save(step: int, state: TrainState) -> None:
+      checkpointer.save(step, state, {"step": step, "method": config.method,
+                                      "total_steps": setup.total_steps})
 
-  batches = _global_batches(
-      pipeline.make_train_iterator(
-          config, domains, start_step=start_step,
-          process_index=jax.process_index(),
-          process_count=jax.process_count()),
-      batch_sharding)
+    batches = _global_batches(
+        pipeline.make_train_iterator(
+            config, domains, start_step=start_step,
+            process_index=jax.process_index(),
+            process_count=jax.process_count()),
+        batch_sharding)
 
-  end_step = setup.total_steps
-  if max_steps_this_run is not None:
-    end_step = min(end_step, start_step + max_steps_this_run)
-  acc, acc_n = None, 0
-  last_good = start_step
-  t_start = time.time()
-  step = start_step
-  try:
-    for step in range(start_step, end_step):
-      batch = next(batches)
-      state, metrics = step_fn(state, batch)
-      acc = metrics if acc is None else jax.tree.map(jnp.add, acc, metrics)
-      acc_n += 1
-      done = step + 1
-      is_log = done % log_every == 0 or done == setup.total_steps
-      is_ckpt = ckpt_every and (done % ckpt_every == 0)
-      if is_log or is_ckpt or done == end_step:
-        scalars = {k: v / acc_n for k, v in _to_host(acc).items()}
-        if scalars["nonfinite"] > 0:
-          raise NonFiniteLossError(
-              f"Non-finite loss or gradient between steps {done - acc_n} and "
-              f"{done}. The state from before that step was kept, and the "
-              f"last good checkpoint (step {last_good}) in "
-              f"{checkpointer.directory} is intact. Lower the learning rate "
-              "(--config.optim.base_lr), enable gradient clipping "
-              "(--config.optim.grad_clip_norm=1.0) or train in float32.")
-        scalars.pop("nonfinite")
-        acc, acc_n = None, 0
-        writer.write_scalars(done, scalars)
-        if is_main:
-          jsonl.write({"step": done, **scalars})
-          print(prog.line(done, scalars), flush=True)
-      if is_ckpt and done < setup.total_steps:
-        save(done, state)
-        last_good = done
-      if eval_every and done % eval_every == 0 and done < setup.total_steps:
-        results = evaluate_state(config, setup, state, domains)
-        writer.write_scalars(done, {f"eval/{k}": v
-                                    for k, v in results["mean"].items()})
-  except KeyboardInterrupt:
-    logging.warning("Interrupted at step %d; saving a checkpoint.", step)
+    end_step = setup.total_steps
+    if max_steps_this_run is not None:
+      end_step = min(end_step, start_step + max_steps_this_run)
+    acc, acc_n = None, 0
+    last_good = start_step
+    t_start = time.time()
+    step = start_step
+    try:
+      for step in range(start_step, end_step):
+        batch = next(batches)
+        state, metrics = step_fn(state, batch)
+        acc = metrics if acc is None else jax.tree.map(jnp.add, acc, metrics)
+        acc_n += 1
+        done = step + 1
+        is_log = done % log_every == 0 or done == setup.total_steps
+        is_ckpt = ckpt_every and (done % ckpt_every == 0)
+        if is_log or is_ckpt or done == end_step:
+          scalars = {k: v / acc_n for k, v in _to_host(acc).items()}
+          if scalars["nonfinite"] > 0:
+            raise NonFiniteLossError(
+                f"Non-finite loss or gradient between steps {done - acc_n} and "
+                f"{done}. The state from before that step was kept, and the "
+                f"last good checkpoint (step {last_good}) in "
+                f"{checkpointer.directory} is intact. Lower the learning rate "
+                "(--config.optim.base_lr), enable gradient clipping "
+                "(--config.optim.grad_clip_norm=1.0) or train in float32.")
+          scalars.pop("nonfinite")
+          acc, acc_n = None, 0
+          writer.write_scalars(done, scalars)
+          if is_main:
+            jsonl.write({"step": done, **scalars})
+            print(prog.line(done, scalars), flush=True)
+        if is_ckpt and done < setup.total_steps:
+          save(done, state)
+          last_good = done
+        if eval_every and done % eval_every == 0 and done < setup.total_steps:
+          results = evaluate_state(config, setup, state, domains)
+          writer.write_scalars(done, {f"eval/{k}": v
+                                      for k, v in results["mean"].items()})
+    except KeyboardInterrupt:
+      logging.warning("Interrupted at step %d; saving a checkpoint.", step)
+      checkpointer.wait()
+      if int(state.step) > last_good:
+        save(int(state.step), state)
+      raise
+    final_step = int(state.step)
+    if checkpointer.latest_step() != final_step:
+      save(final_step, state)
     checkpointer.wait()
-    if int(state.step) > last_good:
-      save(int(state.step), state)
-    checkpointer.close()
-    raise
-  final_step = int(state.step)
-  if checkpointer.latest_step() != final_step:
-    save(final_step, state)
-  checkpointer.wait()
-  writer.flush()
-  train_time = time.time() - t_start
-  if final_step < setup.total_steps or not config.eval.get("at_end", True):
-    writer.close()
-    checkpointer.close()
-    return state
+    writer.flush()
+    train_time = time.time() - t_start
+    if final_step < setup.total_steps or not config.eval.get("at_end", True):
+      return state
 
-  if is_main:
-    records = jsonl.read()
-    _save_loss_plot(records, os.path.join(workdir, "loss.png"))
-  results = evaluate_state(config, setup, state, domains)
-  if is_main:
-    results["train"] = {
-        "method": config.method, "steps": final_step,
-        "global_batch": setup.global_batch,
-        "steps_this_run": final_step - start_step,
-        "seconds_this_run": round(train_time, 2),
-        "first_loss": records[0]["loss"] if records else None,
-        "final_loss": records[-1]["loss"] if records else None,
-    }
-    report.write_results(results, os.path.join(workdir, "results.json"))
-    print(report.format_table(results), flush=True)
-  writer.write_scalars(final_step, {f"eval/{k}": v
-                                    for k, v in results["mean"].items()})
-  writer.close()
-  checkpointer.close()
-  return state
+    if is_main:
+      records = jsonl.read()
+      _save_loss_plot(records, os.path.join(workdir, "loss.png"))
+    results = evaluate_state(config, setup, state, domains)
+    if is_main:
+      results["train"] = {
+          "method": config.method, "steps": final_step,
+          "global_batch": setup.global_batch,
+          "steps_this_run": final_step - start_step,
+          "seconds_this_run": round(train_time, 2),
+          "first_loss": records[0]["loss"] if records else None,
+          "final_loss": records[-1]["loss"] if records else None,
+      }
+      report.write_results(results, os.path.join(workdir, "results.json"))
+      print(report.format_table(results), flush=True)
+    writer.write_scalars(final_step, {f"eval/{k}": v
+                                      for k, v in results["mean"].items()})
+    return state

@@ -55,10 +55,8 @@ def _params(workdir, config):
   setup = train.build_setup(config, domains)
   abstract = jax.eval_shape(functools.partial(train.init_state, setup,
                                               config))
-  ck = ckpt_lib.Checkpointer(workdir, async_save=False)
-  state, meta = ck.restore(abstract)
-  ck.close()
-  return state, meta
+  with ckpt_lib.Checkpointer(workdir, async_save=False) as ck:
+    return ck.restore(abstract)
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
@@ -69,7 +67,8 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
   train.train_and_evaluate(config, full)
   first = train.train_and_evaluate(config, parts, max_steps_this_run=4)
   assert int(first.step) == 4
-  assert ckpt_lib.Checkpointer(parts).latest_step() == 4
+  with ckpt_lib.Checkpointer(parts, async_save=False) as ck:
+    assert ck.latest_step() == 4
   train.train_and_evaluate(config, parts)  # Resumes at 4, ends at 6.
   a, meta = _params(full, config)
   b, _ = _params(parts, config)
@@ -92,7 +91,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / "nan")
   with pytest.raises(train.NonFiniteLossError, match="last good checkpoint"):
     train.train_and_evaluate(config, workdir)
-  steps = ckpt_lib.Checkpointer(workdir).all_steps()
+  with ckpt_lib.Checkpointer(workdir, async_save=False) as ck:
+    steps = ck.all_steps()
   assert steps and max(steps) < 12
   state, _ = _params(workdir, config)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
