@@ -3,24 +3,25 @@ r"""Barlow Twins (Zbontar et al. 2021) on the shared trainer (METHODS §5.4).
   python -m mdssl_jax.main --config=configs/barlow_twins.py \
       --workdir=runs/barlow_c100 --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main \
-      --config=configs/barlow_twins.py:in100,in100_dir=$IN100 \
-      --workdir=runs/barlow_in100
+      --config=configs/barlow_twins.py:in100 \
+      --workdir=runs/barlow_in100 --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/barlow_twins.py:demo \
       --workdir=/tmp/barlow
   python -m mdssl_jax.main --config=configs/barlow_twins.py:shared --workdir=...
 
 Default (reference scale): solo-learn's ResNet-18 CIFAR-100 recipe — TFDS
-cifar100 at 32 px, CIFAR stem, projector 512→2048→2048→2048 (BN + ReLU on
-the hidden layers), λ = 5e-3 off-diagonal weight, loss scale 0.1, LARS base
-lr 0.3 × B/256 (B = 256), wd 1e-4, 10 warm-up epochs then cosine, 1000
-epochs, solo-learn "asymmetric" augmentation. LARS is METHODS §1.2
-(η = 1e-3, no LR clipping; solo-learn clips with η = 0.02).
+cifar100 at 32 px, CIFAR stem, projector 512→2048→2048→2048 (BN + ReLU on the
+hidden layers), λ = 5e-3 off-diagonal weight, loss scale 0.1, LARS base lr 0.3
+× B/256 (B = 256), wd 1e-4, 10 warm-up epochs then cosine, 1000 epochs,
+solo-learn "asymmetric" augmentation. The optimiser is solo-learn's LARS
+(METHODS §1.2: η = 0.02, clip_lr; the demo/shared variants use plain η = 1e-3).
 Hardware: one GPU, about a day. Expected: solo-learn reports 70.9% linear
 top-1 on CIFAR-100.
 
 Variants (config arguments, comma-separated):
-  in100    ImageNet-100 at 224 px (build it as explained in configs/msbreg.py;
-           `in100_dir=` or $IMAGENET100_DIR, else it stops at start-up),
+  in100    ImageNet-100 at 224 px (TFDS imagenet2012 streamed with
+           class_subset="imagenet100"; or .npz via `in100_dir=`,
+           see configs/msbreg.py),
            400 epochs, blur 1.0 / 0.1. Expected (solo-learn): 80.4%.
   demo     Offline built-in domains at 32 px, width-¼ ResNet-18, projector
            256 → 256 → 256, 32 images per domain per step, 300 steps.
@@ -53,7 +54,8 @@ def get_config(arg=None):
   c.method_args.update(lambd=5e-3, scale=0.1)
   c.projector.update(hidden_dims=(2048, 2048), out_dim=2048, norm="batch")
   c.optim.update(name="lars", base_lr=0.3, weight_decay=1e-4,
-                 warmup_epochs=10.0, trust_coefficient=1e-3)
+                 warmup_epochs=10.0, trust_coefficient=0.02,
+                 clip_lr=True)
   c.views.large.crop_area = (0.08, 1.0)
   c.log_every = 100
   c.checkpoint.every_steps = 5000

@@ -2,30 +2,30 @@ r"""BYOL (Grill et al. 2020) on the shared trainer (METHODS.md §5.3).
 
   python -m mdssl_jax.main --config=configs/byol.py --workdir=runs/byol_c100 \
       --config.data.data_dir=$TFDS_DATA_DIR
-  python -m mdssl_jax.main --config=configs/byol.py:in100,in100_dir=$IN100 \
-      --workdir=runs/byol_in100
+  python -m mdssl_jax.main --config=configs/byol.py:in100 \
+      --workdir=runs/byol_in100 --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/byol.py:stl10 --workdir=...
   python -m mdssl_jax.main --config=configs/byol.py:demo --workdir=/tmp/byol
   python -m mdssl_jax.main --config=configs/byol.py:shared --workdir=/tmp/byol_s
 
 Default (reference scale): solo-learn's ResNet-18 CIFAR-100 recipe — TFDS
-cifar100 at 32 px (`tfds build cifar100 --data_dir=$TFDS_DATA_DIR` once),
-CIFAR stem, projector 512→4096→256 and predictor 256→4096→256 (BN + ReLU),
-EMA τ 0.99 → 1 (cosine), LARS base lr 1.0 × B/256 (B = 256), wd 1e-5,
-10 warm-up epochs then cosine, 1000 epochs, solo-learn "asymmetric"
-augmentation (jitter 0.4/0.4/0.2/0.1, no blur at 32 px, solarize 0 / 0.2).
-LARS here is METHODS §1.2 (η = 1e-3, no LR clipping); solo-learn's clipped
-η = 0.02 variant is not in `mdssl_jax.optim`, so expect to re-tune base_lr.
+cifar100 at 32 px (`tfds build cifar100 --data_dir=$TFDS_DATA_DIR` once), CIFAR
+stem, projector 512→4096→256 and predictor 256→4096→256 (BN + ReLU), EMA τ 0.99
+→ 1 (cosine), LARS base lr 1.0 × B/256 (B = 256), wd 1e-5, 10 warm-up epochs
+then cosine, 1000 epochs, solo-learn "asymmetric" augmentation (jitter
+0.4/0.4/0.2/0.1, no blur at 32 px, solarize 0 / 0.2). The optimiser is
+solo-learn's LARS (METHODS §1.2: η = 0.02, clip_lr; the demo/shared variants
+use plain η = 1e-3).
 Hardware: one GPU (about 1 day for 1000 epochs on an A100-class GPU).
 Expected: solo-learn reports 70.5% linear top-1 (online probe) on CIFAR-100.
 
 Variants (config arguments, comma-separated):
   in100       ImageNet-100 (CMC's 100-class subset), 224 px, ImageNet stem,
               predictor hidden 8192, base lr 0.5, wd 1e-6, 400 epochs,
-              blur 1.0 / 0.1 and solarize 0 / 0.2 (solo-learn). Needs the
-              subset as .npz: see configs/msbreg.py for how to build it;
-              without `in100_dir=` (or $IMAGENET100_DIR) it stops at
-              start-up. Expected (solo-learn): 80.2% linear top-1.
+              blur 1.0 / 0.1 and solarize 0 / 0.2 (solo-learn). Streams
+              TFDS imagenet2012 with class_subset="imagenet100" (or reads
+              .npz via `in100_dir=`; see configs/msbreg.py). Expected
+              (solo-learn): 80.2% linear top-1.
   stl10       BYOL on MSBReg's STL-10 recipe (configs/msbreg.py:stl10) with
               K = 2 views: the BYOL rows of seed 002 Table 4 (89.5% with BN,
               10.6% — collapsed — with LayerNorm). Peak LR follows MSBReg's
@@ -102,7 +102,8 @@ def get_config(arg=None):
     c.predictor.update(hidden_dims=(4096,), out_dim=256, norm="batch")
     c.ema.update(base=0.99, schedule="cosine")
     c.optim.update(name="lars", base_lr=1.0, weight_decay=1e-5,
-                   warmup_epochs=10.0, trust_coefficient=1e-3)
+                   warmup_epochs=10.0, trust_coefficient=0.02,
+                   clip_lr=True)
     c.views.large.crop_area = (0.08, 1.0)
     if arg.in100:
       msbreg = config_lib.load_sibling(__file__, "msbreg")
@@ -151,7 +152,8 @@ def demo_variant(c) -> None:
   presets.cpu_eval(c)
   c.views.large.crop_area = (0.2, 1.0)
   c.ema.base = 0.99
-  c.optim.warmup_epochs = -1.0
+  # Tuned with plain LARS (METHODS §1.2), not solo-learn's clipped one.
+  c.optim.update(warmup_epochs=-1.0, clip_lr=False, trust_coefficient=1e-3)
   c.total_steps = 300
   c.log_every = 25
   c.checkpoint.update(every_steps=100, keep=2)
@@ -164,7 +166,8 @@ def shared_variant(c, shared_dir: str) -> None:
   presets.cpu_eval(c, probe_steps=3000, max_train=8000, max_test=2000)
   c.views.large.crop_area = (0.2, 1.0)
   c.ema.base = 0.99
-  c.optim.warmup_epochs = -1.0
+  # Tuned with plain LARS (METHODS §1.2), not solo-learn's clipped one.
+  c.optim.update(warmup_epochs=-1.0, clip_lr=False, trust_coefficient=1e-3)
   c.total_steps = 2000
   c.log_every = 50
   c.checkpoint.update(every_steps=500, keep=2)

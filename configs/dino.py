@@ -2,8 +2,8 @@ r"""DINO (Caron et al. 2021) with a ResNet on the shared trainer (METHODS §5.6)
 
   python -m mdssl_jax.main --config=configs/dino.py --workdir=runs/dino_c100 \
       --config.data.data_dir=$TFDS_DATA_DIR
-  python -m mdssl_jax.main --config=configs/dino.py:in100,in100_dir=$IN100 \
-      --workdir=runs/dino_in100
+  python -m mdssl_jax.main --config=configs/dino.py:in100 \
+      --workdir=runs/dino_in100 --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/dino.py:demo --workdir=/tmp/dino
   python -m mdssl_jax.main --config=configs/dino.py:shared --workdir=...
 
@@ -12,18 +12,19 @@ global (large) views, the student every view; centring + sharpening.
 
 Default (reference scale): solo-learn's ResNet-18 CIFAR-100 recipe — TFDS
 cifar100 at 32 px, CIFAR stem, head 512→2048→2048→256 (GELU, no BN) → ℓ2 →
-weight-normalised 4096 prototypes (last layer frozen for the first epoch),
-τ_s = 0.1, τ_t = 0.07 constant, centre momentum 0.9, EMA 0.9995 → 1 cosine,
-LARS base lr 0.3 × B/256 (B = 256), wd 1e-6, 10 warm-up epochs then cosine,
-1000 epochs, 2 crops with solo-learn's "asymmetric" augmentation. LARS is
-METHODS §1.2 (η = 1e-3, no LR clipping; solo-learn clips with η = 0.02).
+weight-normalised 4096 prototypes (last layer frozen for the first epoch), τ_s
+= 0.1, τ_t = 0.07 constant, centre momentum 0.9, EMA 0.9995 → 1 cosine, LARS
+base lr 0.3 × B/256 (B = 256), wd 1e-6, 10 warm-up epochs then cosine, 1000
+epochs, 2 crops with solo-learn's "asymmetric" augmentation. The optimiser is
+solo-learn's LARS (METHODS §1.2: η = 0.02, clip_lr; the demo/shared variants
+use plain η = 1e-3).
 Hardware: one GPU, about a day. Expected: solo-learn reports 66.8% linear
 top-1 on CIFAR-100.
 
 Variants (config arguments, comma-separated):
-  in100      ImageNet-100 at 224 px (build it as explained in
-             configs/msbreg.py; `in100_dir=` or $IMAGENET100_DIR, else it
-             stops at start-up), τ_t warm-up 0.04 → 0.07 over 50 epochs,
+  in100      ImageNet-100 at 224 px (TFDS imagenet2012 streamed with
+             class_subset="imagenet100"; or .npz via `in100_dir=`,
+             see configs/msbreg.py), τ_t warm-up 0.04 → 0.07 over 50 epochs,
              400 epochs, blur 1.0 / 0.1. Expected (solo-learn): 74.8%.
   multicrop  Adds small local crops: 6 × 18 px (area 0.08–0.5) with global
              crops of area 0.2–1 at 32 px (solo-learn's CIFAR multi-crop),
@@ -70,7 +71,8 @@ def get_config(arg=None):
       center_momentum=0.9)
   c.ema.update(base=0.9995, schedule="cosine")
   c.optim.update(name="lars", base_lr=0.3, weight_decay=1e-6,
-                 warmup_epochs=10.0, trust_coefficient=1e-3)
+                 warmup_epochs=10.0, trust_coefficient=0.02,
+                 clip_lr=True)
   c.views.large.crop_area = (0.08, 1.0)
   c.log_every = 100
   c.checkpoint.every_steps = 5000

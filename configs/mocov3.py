@@ -2,8 +2,8 @@ r"""MoCo v3 (Chen et al. 2021) on the shared trainer (METHODS.md §5.2).
 
   python -m mdssl_jax.main --config=configs/mocov3.py --workdir=runs/mocov3 \
       --config.data.data_dir=$TFDS_DATA_DIR
-  python -m mdssl_jax.main --config=configs/mocov3.py:in100,in100_dir=$IN100 \
-      --workdir=runs/mocov3_in100
+  python -m mdssl_jax.main --config=configs/mocov3.py:in100 \
+      --workdir=runs/mocov3_in100 --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/mocov3.py:demo --workdir=/tmp/mocov3
   python -m mdssl_jax.main --config=configs/mocov3.py:shared --workdir=...
 
@@ -15,14 +15,16 @@ cifar100 at 32 px, CIFAR stem, projector 512→4096→256 (BN + ReLU, then a
 non-affine BN on the output as in MoCo v3), predictor 256→4096→256, τ = 0.2
 (solo-learn; the MoCo v3 ResNet-50 code uses 1.0), EMA τ_m 0.99 → 1 cosine,
 LARS base lr 0.3 × B/256 (B = 256), wd 1e-6, 10 warm-up epochs then cosine,
-1000 epochs, solo-learn "asymmetric" augmentation. LARS is METHODS §1.2
-(η = 1e-3, no LR clipping; solo-learn clips with η = 0.02).
+1000 epochs, solo-learn "asymmetric" augmentation. The optimiser is
+solo-learn's LARS (METHODS §1.2: η = 0.02, clip_lr; the demo/shared variants
+use plain η = 1e-3).
 Hardware: one GPU, about a day. Expected: solo-learn reports 68.8% linear
 top-1 on CIFAR-100.
 
 Variants (config arguments, comma-separated):
-  in100    ImageNet-100 at 224 px (build it as explained in configs/msbreg.py;
-           `in100_dir=` or $IMAGENET100_DIR, else it stops at start-up),
+  in100    ImageNet-100 at 224 px (TFDS imagenet2012 streamed with
+           class_subset="imagenet100"; or .npz via `in100_dir=`,
+           see configs/msbreg.py),
            400 epochs, blur 1.0 / 0.1. Expected (solo-learn): 80.4%.
   demo     Offline built-in domains at 32 px, width-¼ ResNet-18, 32 images
            per domain per step, 300 steps. 2 CPU cores: about 10 minutes
@@ -57,7 +59,8 @@ def get_config(arg=None):
   c.predictor.update(hidden_dims=(4096,), out_dim=256, norm="batch")
   c.ema.update(base=0.99, schedule="cosine")
   c.optim.update(name="lars", base_lr=0.3, weight_decay=1e-6,
-                 warmup_epochs=10.0, trust_coefficient=1e-3)
+                 warmup_epochs=10.0, trust_coefficient=0.02,
+                 clip_lr=True)
   c.views.large.crop_area = (0.08, 1.0)
   c.log_every = 100
   c.checkpoint.every_steps = 5000

@@ -2,8 +2,8 @@ r"""SimCLR (Chen et al. 2020) on the shared trainer (METHODS.md §5.1).
 
   python -m mdssl_jax.main --config=configs/simclr.py --workdir=runs/simclr \
       --config.data.data_dir=$TFDS_DATA_DIR
-  python -m mdssl_jax.main --config=configs/simclr.py:in100,in100_dir=$IN100 \
-      --workdir=runs/simclr_in100
+  python -m mdssl_jax.main --config=configs/simclr.py:in100 \
+      --workdir=runs/simclr_in100 --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/simclr.py:demo --workdir=/tmp/simclr
   python -m mdssl_jax.main --config=configs/simclr.py:shared --workdir=...
 
@@ -12,17 +12,18 @@ NT-Xent over the whole global batch (on a multi-domain batch this is the
 paper's setting).
 
 Default (reference scale): solo-learn's ResNet-18 CIFAR-100 recipe — TFDS
-cifar100 at 32 px, CIFAR stem, projector 512→2048→256 without BN, τ = 0.2,
-LARS base lr 0.4 × B/256 (B = 256), wd 1e-4, 10 warm-up epochs then cosine,
-1000 epochs, solo-learn "symmetric" augmentation (jitter 0.8/0.8/0.8/0.2 at
-p = 0.8, grayscale 0.2, blur 0.5, no solarize). LARS is METHODS §1.2
-(η = 1e-3, no LR clipping; solo-learn clips with η = 0.02).
+cifar100 at 32 px, CIFAR stem, projector 512→2048→256 without BN, τ = 0.2, LARS
+base lr 0.4 × B/256 (B = 256), wd 1e-4, 10 warm-up epochs then cosine, 1000
+epochs, solo-learn "symmetric" augmentation (jitter 0.8/0.8/0.8/0.2 at p = 0.8,
+grayscale 0.2, blur 0.5, no solarize). The optimiser is solo-learn's LARS
+(METHODS §1.2: η = 0.02, clip_lr; the demo/shared variants use plain η = 1e-3).
 Hardware: one GPU, about a day. Expected: solo-learn reports 65.8% linear
 top-1 on CIFAR-100.
 
 Variants (config arguments, comma-separated):
-  in100    ImageNet-100 at 224 px (build it as explained in configs/msbreg.py;
-           `in100_dir=` or $IMAGENET100_DIR, else it stops at start-up),
+  in100    ImageNet-100 at 224 px (TFDS imagenet2012 streamed with
+           class_subset="imagenet100"; or .npz via `in100_dir=`,
+           see configs/msbreg.py),
            projector 4096 → 512, base lr 0.3, wd 1e-4, 400 epochs.
            Expected (solo-learn): 77.6% linear top-1.
   demo     Offline built-in domains at 32 px, width-¼ ResNet-18, projector
@@ -57,7 +58,8 @@ def get_config(arg=None):
   c.method_args.temperature = 0.2
   c.projector.update(hidden_dims=(2048,), out_dim=256, norm="none")
   c.optim.update(name="lars", base_lr=0.4, weight_decay=1e-4,
-                 warmup_epochs=10.0, trust_coefficient=1e-3)
+                 warmup_epochs=10.0, trust_coefficient=0.02,
+                 clip_lr=True)
   c.views.large.crop_area = (0.08, 1.0)
   zoo.solo_symmetric(c)
   c.log_every = 100

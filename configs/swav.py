@@ -2,8 +2,8 @@ r"""SwAV (Caron et al. 2020) on the shared trainer (METHODS.md §5.7).
 
   python -m mdssl_jax.main --config=configs/swav.py --workdir=runs/swav_c100 \
       --config.data.data_dir=$TFDS_DATA_DIR
-  python -m mdssl_jax.main --config=configs/swav.py:in100,in100_dir=$IN100 \
-      --workdir=runs/swav_in100
+  python -m mdssl_jax.main --config=configs/swav.py:in100 \
+      --workdir=runs/swav_in100 --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/swav.py:demo --workdir=/tmp/swav
   python -m mdssl_jax.main --config=configs/swav.py:shared --workdir=...
 
@@ -13,17 +13,17 @@ come from the global (large) views, predictions from every view.
 Default (reference scale): solo-learn's ResNet-18 CIFAR-100 recipe — TFDS
 cifar100 at 32 px, CIFAR stem, projector 512→2048→128 (BN + ReLU), 3000
 prototypes (frozen for the first 2 epochs), τ = 0.1, ε = 0.05, 3 Sinkhorn
-iterations, a 3840-row feature queue from epoch 50, LARS base lr 0.6 × B/256
-(B = 256), wd 1e-6, 10 warm-up epochs then cosine, 1000 epochs, 2 crops with
-solo-learn's "symmetric" augmentation. LARS is METHODS §1.2 (η = 1e-3, no
-LR clipping; solo-learn clips with η = 0.02).
+iterations, a 3840-row feature queue from epoch 50, LARS base lr 0.6 × B/256 (B
+= 256), wd 1e-6, 10 warm-up epochs then cosine, 1000 epochs, 2 crops with
+solo-learn's "symmetric" augmentation. The optimiser is solo-learn's LARS
+(METHODS §1.2: η = 0.02, clip_lr; the demo/shared variants use plain η = 1e-3).
 Hardware: one GPU, about a day. Expected: solo-learn reports 64.9% linear
 top-1 on CIFAR-100.
 
 Variants (config arguments, comma-separated):
-  in100      ImageNet-100 at 224 px (build it as explained in
-             configs/msbreg.py; `in100_dir=` or $IMAGENET100_DIR, else it
-             stops at start-up), 400 epochs. Expected (solo-learn): 74.0%.
+  in100      ImageNet-100 at 224 px (TFDS imagenet2012 streamed with
+             class_subset="imagenet100"; or .npz via `in100_dir=`,
+             see configs/msbreg.py), 400 epochs. Expected (solo-learn): 74.0%.
   multicrop  Adds small local crops: 6 × 18 px (area 0.08–0.5) with global
              crops of area 0.2–1 at 32 px (solo-learn's CIFAR multi-crop),
              6 × 96 px (area 0.05–0.14) with global area 0.14–1 at 224 px
@@ -66,7 +66,8 @@ def get_config(arg=None):
                        sinkhorn_iters=3, queue_size=3840)
   c.projector.update(hidden_dims=(2048,), out_dim=128, norm="batch")
   c.optim.update(name="lars", base_lr=0.6, weight_decay=1e-6,
-                 warmup_epochs=10.0, trust_coefficient=1e-3)
+                 warmup_epochs=10.0, trust_coefficient=0.02,
+                 clip_lr=True)
   c.views.large.crop_area = (0.08, 1.0)
   zoo.solo_symmetric(c)
   c.log_every = 100

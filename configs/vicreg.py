@@ -2,25 +2,26 @@ r"""VICReg (Bardes et al. 2022) on the shared trainer (METHODS.md §5.5).
 
   python -m mdssl_jax.main --config=configs/vicreg.py --workdir=runs/vicreg \
       --config.data.data_dir=$TFDS_DATA_DIR
-  python -m mdssl_jax.main --config=configs/vicreg.py:in100,in100_dir=$IN100 \
-      --workdir=runs/vicreg_in100
+  python -m mdssl_jax.main --config=configs/vicreg.py:in100 \
+      --workdir=runs/vicreg_in100 --config.data.data_dir=$TFDS_DATA_DIR
   python -m mdssl_jax.main --config=configs/vicreg.py:demo --workdir=/tmp/vicreg
   python -m mdssl_jax.main --config=configs/vicreg.py:shared --workdir=...
 
 Default (reference scale): solo-learn's ResNet-18 CIFAR-100 recipe — TFDS
-cifar100 at 32 px, CIFAR stem, expander 512→2048→2048→2048 (BN + ReLU on
-the hidden layers), invariance/variance/covariance weights 25/25/1, LARS base
-lr 0.3 × B/256 (B = 256), wd 1e-4, 10 warm-up epochs then cosine, 1000
-epochs, solo-learn's VICReg augmentation (crop area 0.2–1, jitter
-0.4/0.4/0.2/0.1 at p = 0.8, grayscale 0.2, no blur at 32 px, solarize 0.1
-on both views). LARS is METHODS §1.2 (η = 1e-3, no LR clipping; solo-learn
-clips with η = 0.02).
+cifar100 at 32 px, CIFAR stem, expander 512→2048→2048→2048 (BN + ReLU on the
+hidden layers), invariance/variance/covariance weights 25/25/1, LARS base lr
+0.3 × B/256 (B = 256), wd 1e-4, 10 warm-up epochs then cosine, 1000 epochs,
+solo-learn's VICReg augmentation (crop area 0.2–1, jitter 0.4/0.4/0.2/0.1 at p
+= 0.8, grayscale 0.2, no blur at 32 px, solarize 0.1 on both views). The
+optimiser is solo-learn's LARS (METHODS §1.2: η = 0.02, clip_lr; the
+demo/shared variants use plain η = 1e-3).
 Hardware: one GPU, about a day. Expected: solo-learn reports 68.5% linear
 top-1 on CIFAR-100.
 
 Variants (config arguments, comma-separated):
-  in100    ImageNet-100 at 224 px (build it as explained in configs/msbreg.py;
-           `in100_dir=` or $IMAGENET100_DIR, else it stops at start-up),
+  in100    ImageNet-100 at 224 px (TFDS imagenet2012 streamed with
+           class_subset="imagenet100"; or .npz via `in100_dir=`,
+           see configs/msbreg.py),
            blur 0.5, 400 epochs. Expected (solo-learn): 79.2%.
   demo     Offline built-in domains at 32 px, width-¼ ResNet-18, expander
            256 → 256 → 256, 32 images per domain per step, 300 steps.
@@ -62,7 +63,8 @@ def get_config(arg=None):
   c.method_args.update(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0)
   c.projector.update(hidden_dims=(2048, 2048), out_dim=2048, norm="batch")
   c.optim.update(name="lars", base_lr=0.3, weight_decay=1e-4,
-                 warmup_epochs=10.0, trust_coefficient=1e-3)
+                 warmup_epochs=10.0, trust_coefficient=0.02,
+                 clip_lr=True)
   c.log_every = 100
   c.checkpoint.every_steps = 5000
   if arg.in100:

@@ -84,14 +84,16 @@ def test_every_variant_loads_and_validates(name, fake_dirs, monkeypatch):
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
-def test_in100_without_data_dir_stops_with_instructions(name, monkeypatch):
+def test_in100_defaults_to_streamed_tfds_subset(name, monkeypatch):
   monkeypatch.delenv("IMAGENET100_DIR", raising=False)
-  arg = None if name == "msbreg" else "in100"
-  with pytest.raises(config_lib.ConfigError) as err:
-    load(name).get_config(arg)
-  msg = str(err.value)
-  assert "--build_in100" in msg and "in100_dir=" in msg
-  assert "IMAGENET100_DIR" in msg
+  config = load(name).get_config(None if name == "msbreg" else "in100")
+  config_lib.validate(config)
+  (domain,) = config.data.domains
+  assert domain["source"] == "tfds" and domain["tfds_name"] == "imagenet2012"
+  assert domain["class_subset"] == "imagenet100"
+  assert domain["in_memory"] is False
+  assert domain["eval_split"] == "validation"
+  assert config.data.image_size == config.views.large.size == 224
 
 
 def test_in100_reads_dir_from_environment(fake_dirs, monkeypatch):
@@ -113,37 +115,31 @@ def test_in100_rejects_labels_beyond_the_subset(tmp_path):
     sources.load_domains(config.data)
 
 
-def test_imagenet100_builder_on_mock_tfds(tmp_path):
+def test_imagenet100_streams_the_shipped_subset_from_mock_tfds(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
-  msbreg = load("msbreg")
-  assert len(msbreg.IMAGENET100_CLASSES) == 100
-  assert len(set(msbreg.IMAGENET100_CLASSES)) == 100
-  out = tmp_path / "in100"
-  with tfds.testing.mock_data(num_examples=400):
-    counts = msbreg.build_imagenet100_npz(str(out), tfds_data_dir=None,
-                                          size=24)
-  names = (out / "class_names.txt").read_text().split()
-  assert names == list(msbreg.IMAGENET100_CLASSES)
-  for split in ("train", "test"):
-    with np.load(out / f"{split}.npz") as data:
-      images, labels = data["images"], data["labels"]
-    assert images.shape == (counts[split], 24, 24, 3)
-    assert images.dtype == np.uint8
-    assert labels.shape == (counts[split],)
-    assert labels.min(initial=0) >= 0 and labels.max(initial=0) < 100
-  # Mock labels are uniform over 1000 classes: about 10% survive the filter.
-  assert 10 <= counts["train"] <= 100
-  config = msbreg.get_config(f"in100_dir={out}")
+  config = load("msbreg").get_config()
   config.data.image_size = config.views.large.size = 24
-  (domain,) = sources.load_domains(config.data)
-  assert domain.num_classes == 100
-  assert len(domain.train_labels) == counts["train"]
+  config.data.data_dir = str(tmp_path)
+  with open(sources.BUILTIN_CLASS_SUBSETS["imagenet100"]) as f:
+    wnids = [line.split()[0] for line in f
+             if line.strip() and not line.startswith("#")]
+  assert len(wnids) == len(set(wnids)) == 100
+  with tfds.testing.mock_data(num_examples=400):
+    (domain,) = sources.load_domains(config.data)
+    names = tfds.builder("imagenet2012").info.features["label"].names
+  assert domain.is_streaming and domain.num_classes == 100
+  kept = [names.index(w) for w in wnids]
+  assert list(domain.stream.class_ids) == kept
+  # Mock labels are uniform over 1000 classes: about 10% survive the subset.
+  assert 10 <= domain.num_train <= 100
 
 
-def test_imagenet100_builder_explains_missing_imagenet(tmp_path):
-  with pytest.raises(FileNotFoundError, match="tfds build imagenet2012"):
-    load("msbreg").build_imagenet100_npz(
-        str(tmp_path / "out"), tfds_data_dir=str(tmp_path / "no_tfds"))
+def test_imagenet100_explains_missing_imagenet(tmp_path):
+  config = load("byol").get_config("in100")
+  config.data.data_dir = str(tmp_path / "no_tfds")
+  with pytest.raises(sources.DatasetNotFoundError,
+                     match="tfds build imagenet2012"):
+    sources.load_domains(config.data)
 
 
 def test_byol_stl10_is_msbreg_recipe_with_two_views():
@@ -184,6 +180,12 @@ def test_solo_learn_values_per_method(fake_dirs):
   assert cfg["dino"].method_args.freeze_last_layer_steps == 196
   assert cfg["swav"].method_args.queue_size == 3840
   assert cfg["swav"].method_args.queue_start_step == 9766  # Epoch 50.
+  for name, c in cfg.items():  # solo-learn's clipped LARS (METHODS §1.2).
+    solo = name != "msbreg"
+    assert c.optim.clip_lr == solo, name
+    assert c.optim.trust_coefficient == (0.02 if solo else 1e-3), name
+    demo = load(name).get_config("demo")  # Tuned with plain LARS.
+    assert not demo.optim.clip_lr and demo.optim.trust_coefficient == 1e-3
   msb = cfg["msbreg"]
   assert msb.views.large.count == 4 and msb.data.per_domain_batch == 512
   assert (msb.method_args.lambda_s, msb.method_args.lambda_b) == (0.004, 0.5)
