@@ -158,7 +158,7 @@ def time_step(config, steps: int, warmup: int) -> dict[str, Any]:
   """
   domains = sources.load_domains(config.data)
   setup = train.build_setup(config, domains)
-  state = jax.jit(functools.partial(train.init_state, setup, config))()
+  state = train.create_state(setup, config)
   batch = fake_batch(config, np.random.default_rng(0))
   step = jax.jit(functools.partial(train.train_step, setup=setup),
                  donate_argnums=0)
