@@ -7,10 +7,17 @@ Data: scikit-learn handwritten digits, crops of scikit-image sample photos
 all at 32×32 — shipped inside installed packages or generated, so nothing is
 downloaded. This is a demo, not a benchmark.
 
-Hardware / runtime: 2 CPU cores, about 5–8 minutes including compilation and
-evaluation. Expected result: the loss falls, and per-domain kNN and
-linear-probe top-1 end well above chance (chance is 10% / 14% / 12.5%);
-printed as a table and written to <workdir>/results.json.
+Model: width-⅛ ResNet-18 (CIFAR stem), 96 images (32 per domain) per step,
+300 steps.
+
+Hardware / runtime: 2 CPU cores, measured 6 min 47 s end to end on a quiet
+machine (~1 step/s, ~45 s of start-up and compilation, ~15 s of evaluation).
+Measured result: loss 4.85 (first 25 steps) → 3.84 (last 25); kNN top-1
+digits 94.4, photos 96.2, textures 34.5, mean 75.1% (probe mean 76.6%;
+chance 10% / 14% / 14%); printed as a table and written to
+<workdir>/results.json. Random conv features are strong on these small
+domains — the same encoder at initialisation scores 84.4 / 72.6 / 35.7,
+mean 64.2% kNN (69.6% probe) — so training mostly shows on the photos.
 
 Variants: `configs/demo.py:simclr` trains the multi-domain SimCLR baseline
 on the same data; `:tiny` is a ~1 minute smoke run.
@@ -33,7 +40,7 @@ def get_config(arg=None):
   c.views.large.crop_area = (0.2, 1.0)
 
   c.model.depth = 18
-  c.model.width_multiplier = 0.25
+  c.model.width_multiplier = 0.125  # 0.25 trains 2.7x slower (~16 min).
   c.model.stem = "cifar"
   c.projector.hidden_dims = (256,)
   c.projector.out_dim = 64
