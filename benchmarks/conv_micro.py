@@ -33,31 +33,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # pylint: disable=g-import-not-at-top
 
+from mdssl_jax.host_memory import keep_freed_host_memory  # pylint: disable=g-import-not-at-top
 from mdssl_jax.models import fast_conv  # pylint: disable=g-import-not-at-top
 
 _BUSY_THRESHOLD = 0.10
-
-
-def keep_freed_host_memory() -> bool:
-  """Makes glibc keep freed large blocks instead of unmapping them.
-
-  XLA:CPU allocates an executable's buffers on every call; glibc serves
-  blocks above its mmap threshold (<= 32 MiB) with fresh mmaps and unmaps
-  them on free, so every call page-faults and zero-fills its whole working
-  set again (~20% of a ResNet-18 step at batch 512 was kernel time). With
-  one arena, no mmap and a 2 GiB trim threshold, freed memory is reused.
-
-  Returns:
-    True if all three mallopt calls succeeded (glibc only).
-  """
-  import ctypes  # pylint: disable=g-import-not-at-top
-  try:
-    libc = ctypes.CDLL("libc.so.6")
-  except OSError:
-    return False
-  m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-  return all(libc.mallopt(param, value) == 1 for param, value in (
-      (m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, 2**31 - 1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--layers", nargs="+", default=[l.name for l in LAYERS],
                       help="subset of: " + " ".join(l.name for l in LAYERS))
   parser.add_argument(
-      "--malloc-tune", action="store_true",
-      help="keep freed host memory mapped (glibc mallopt), see "
-      "keep_freed_host_memory")
+      "--malloc-tune", action=argparse.BooleanOptionalAction, default=True,
+      help="keep freed host memory mapped (glibc mallopt, "
+      "mdssl_jax/host_memory.py), as training does on CPU by default")
   args = parser.parse_args(argv)
   tuned = keep_freed_host_memory() if args.malloc_tune else False
   known = {l.name: l for l in LAYERS}

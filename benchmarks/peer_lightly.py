@@ -16,6 +16,8 @@ that interpreter; `--no-install` refuses instead.
 
   python benchmarks/peer_lightly.py                      # SimCLR, eager
   python benchmarks/peer_lightly.py --method byol --compile --channels-last
+  python benchmarks/peer_lightly.py --malloc-tune   # glibc settings of
+                                                    # mdssl_jax/host_memory.py
 """
 
 from __future__ import annotations
@@ -156,6 +158,20 @@ def build(method: str, proj_hidden: int, proj_dim: int):
   return BYOL(), after_step
 
 
+def _keep_freed_host_memory() -> bool:
+  """mdssl_jax.host_memory.keep_freed_host_memory, loaded by path.
+
+  The peer venv does not have mdssl_jax (or jax) installed; the module is
+  plain ctypes and is imported from the source tree.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = Path(__file__).resolve().parents[1] / "mdssl_jax" / "host_memory.py"
+  spec = importlib.util.spec_from_file_location("_mdssl_host_memory", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.keep_freed_host_memory()
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--method", choices=("simclr", "byol"),
@@ -172,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--proj-dim", type=int, default=128)
   parser.add_argument("--lr", type=float, default=0.3)
   parser.add_argument("--no-install", action="store_true")
+  parser.add_argument(
+      "--malloc-tune", action="store_true",
+      help="apply mdssl_jax's keep_freed_host_memory (glibc mallopt) in this "
+      "process too, for a like-for-like comparison with train_step.py")
   args = parser.parse_args(argv)
   if args.batch < 2 or args.steps < 1 or args.warmup < 0:
     parser.error("need --batch >= 2, --steps >= 1 and --warmup >= 0")
@@ -187,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
   from lightly.utils.lars import LARS
   # pylint: enable=g-import-not-at-top
 
+  tuned = _keep_freed_host_memory() if args.malloc_tune else False
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   net, after_step = build(args.method, args.proj_hidden, args.proj_dim)
@@ -213,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         f"lightly {lightly.__version__}")
   print(f"{args.method}: ResNet-18 (CIFAR stem), 2x{args.batch} views at "
         f"32 px, LARS, {'torch.compile' if args.compile else 'eager'}, "
-        f"{'channels_last' if args.channels_last else 'NCHW'}; "
+        f"{'channels_last' if args.channels_last else 'NCHW'}; malloc tune "
+        f"{'on' if tuned else 'off'}; "
         f"{args.warmup} warm-up + {args.steps} timed steps", flush=True)
   for _ in range(args.warmup):
     step()

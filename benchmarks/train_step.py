@@ -4,7 +4,8 @@ For each method (`--methods`) and conv implementation (`--conv_impl`),
 builds the real config (`config_lib.get_default_config` + `presets`), the
 setup and state, jits `train.train_step` (state donated), warms it up and
 times `--steps` steps on one fixed device-resident batch of random images.
-Prints images/s (source images, each seen in 2 views), ms/step, GFLOP/s
+Prints images/s (views encoded per second: source images × views, e.g.
+2·256 / step time, the unit of benchmarks/peer_lightly.py), ms/step, GFLOP/s
 from XLA's cost analysis of the compiled step, the fraction of the fp32
 matmul peak measured in the same run (a 2048² matmul), and the CPU share of
 other processes during the timed steps (marked "busy machine" above 10 %,
@@ -40,8 +41,9 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from conv_micro import (  # pylint: disable=g-import-not-at-top
-    _BUSY_THRESHOLD, CpuShare, cpu_model, keep_freed_host_memory)
+    _BUSY_THRESHOLD, CpuShare, cpu_model)
 from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
+from mdssl_jax.host_memory import keep_freed_host_memory  # pylint: disable=g-import-not-at-top
 from mdssl_jax import presets  # pylint: disable=g-import-not-at-top
 from mdssl_jax import train  # pylint: disable=g-import-not-at-top
 from mdssl_jax.data import sources  # pylint: disable=g-import-not-at-top
@@ -235,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="images for the MDSSL loss share (4 domains, 2 "
                       "views: [2·loss_batch, 128] projections)")
   parser.add_argument("--no_loss_share", action="store_true")
-  parser.add_argument("--malloc-tune", action="store_true",
-                      help="glibc mallopt, see conv_micro.py")
+  parser.add_argument(
+      "--malloc-tune", action=argparse.BooleanOptionalAction, default=True,
+      help="keep freed host memory mapped (mdssl_jax/host_memory.py), as "
+      "train_and_evaluate does on CPU by default (config.keep_host_memory); "
+      "--no-malloc-tune measures glibc's defaults")
   args = parser.parse_args(argv)
   if args.steps < 1 or args.batch < 2:
     parser.error("--steps must be >= 1 and --batch >= 2.")
@@ -274,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     for impl in args.conv_impl:
       config = make_config(method, args, impl)
       r = time_step(config, args.steps, args.warmup)
+      views = args.batch * (config.views.large.count
+                            + config.views.small.count)
       med = statistics.median(r["wall_ms"])
       step_ms[(method, impl)] = med
       busy = r["others"] is not None and r["others"] > _BUSY_THRESHOLD
@@ -282,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
       gfs = fl / med / 1e6 if fl else None
       print(f"{method:8s} {impl:7s} {r['compile_s']:9.1f} {med:9.1f} "
             f"{min(r['wall_ms']):9.1f} {min(r['cpu_ms']):9.1f} "
-            f"{args.batch / med * 1e3:7.1f} "
+            f"{views / med * 1e3:7.1f} "
             + (f"{fl / 1e9:7.1f} {gfs:6.1f} {gfs / peak:7.1%} " if fl
                else f"{'n/a':>7s} {'n/a':>6s} {'n/a':>7s} ")
             + (f"{r['others']:6.0%}" if r["others"] is not None

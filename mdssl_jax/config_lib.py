@@ -89,6 +89,10 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       "hidden_dims": (4096,), "out_dim": 128, "norm": "batch",
       "last_norm": "none", "activation": "relu"})
   c.compute_dtype = "float32"
+  # CPU backend only: keep freed host memory mapped for reuse (glibc
+  # mallopt, see mdssl_jax/host_memory.py); a step stops re-faulting its
+  # working set. Process-wide; has no effect on GPU/TPU runs.
+  c.keep_host_memory = True
 
   c.optim = ml_collections.ConfigDict({
       "name": "lars", "base_lr": 0.3, "lr_scaling": "linear",
@@ -209,6 +213,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     errors.append(f"ema.base={config.ema.base} must be in [0, 1].")
   if config.ema.schedule not in ("cosine", "constant"):
     errors.append("ema.schedule must be 'cosine' or 'constant'.")
+  if not isinstance(config.get("keep_host_memory", True), bool):
+    errors.append("keep_host_memory must be True or False.")
   if config.eval.knn_k < 1:
     errors.append("eval.knn_k must be ≥ 1.")
   if config.checkpoint.keep < 1:

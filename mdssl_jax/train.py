@@ -30,6 +30,7 @@ import optax
 
 from mdssl_jax import checkpoint as ckpt_lib
 from mdssl_jax import config_lib
+from mdssl_jax import host_memory
 from mdssl_jax import methods
 from mdssl_jax import optim
 from mdssl_jax import progress as progress_lib
@@ -266,6 +267,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   os.makedirs(workdir, exist_ok=True)
   jax.config.update("jax_threefry_partitionable", True)
   is_main = jax.process_index() == 0
+  if config.get("keep_host_memory", True) and jax.default_backend() == "cpu":
+    logging.info("keep_host_memory: %s", "on" if
+                 host_memory.keep_freed_host_memory() else "unavailable")
 
   mesh = sharding_lib.make_mesh(config.get("mesh_shape", -1))
   sharding_lib.check_batch_divisible(config, mesh)

@@ -16,6 +16,12 @@ import pytest  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
 import tempfile  # pylint: disable=g-import-not-at-top
 
+from mdssl_jax.host_memory import keep_freed_host_memory  # pylint: disable=g-import-not-at-top
+
+# What train_and_evaluate does on CPU by default: stop re-faulting freed
+# memory (every jitted call otherwise page-faults its buffers afresh).
+keep_freed_host_memory()
+
 # Tests build the same small programs many times (resume, 1 vs 8 devices):
 # a per-run persistent compilation cache turns repeats into cache hits.
 jax.config.update("jax_compilation_cache_dir",
