@@ -104,21 +104,26 @@ def test_gemm_kernel_grad_matches_nn_conv(k, s, pad, hw, batch):
            padding=_padding(pad, k)), x, kernel_grad="gemm")
 
 
-@pytest.mark.parametrize("k,s,hw,c,uses_gemm", [
-    (3, 1, 8, 24, True),     # 8 rows, 72 stacked columns: GEMM.
-    (3, 2, 9, 32, True),     # strided: GEMM (im2col).
-    (3, 1, 16, 3, False),    # 3-channel stem (9 columns): XLA.
-    (3, 1, 4, 32, False),    # 4 rows: XLA.
-    (1, 2, 4, 4, True),      # 1×1: always GEMM.
+@pytest.mark.parametrize("k,s,hw,c", [
+    (3, 1, 8, 24),     # tap shifting
+    (3, 2, 9, 32),     # strided: im2col
+    (3, 1, 16, 3),     # 3-channel stem: im2col (9 stacked columns)
+    (3, 1, 4, 32),     # 4 rows: im2col
+    (1, 2, 4, 4),      # 1×1
 ])
-def test_auto_mode_dispatch(k, s, hw, c, uses_gemm):
-  x_shape = (2, hw, hw, c)
-  assert fast_conv.gemm_kernel_grad_pays(x_shape, (k, k)) == uses_gemm
-  x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
-  # Where "auto" keeps XLA's kernel gradient it is bit-identical to nn.Conv.
-  _check_against_nn_conv(
-      dict(features=4, kernel_size=(k, k), strides=(s, s),
-           padding=_padding("resnet", k)), x, exact_grads=not uses_gemm)
+def test_auto_mode_is_the_gemm_kernel_grad(k, s, hw, c):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, hw, hw, c))
+  conv = dict(features=4, kernel_size=(k, k), strides=(s, s),
+              padding=_padding("resnet", k))
+  grads = {}
+  for mode in ("auto", "gemm"):
+    model = FastConv(**conv, kernel_grad=mode)
+    params = model.init(jax.random.PRNGKey(1), x)
+    grads[mode] = jax.jit(jax.grad(
+        lambda p, x_, m=model: jnp.sum(jnp.sin(m.apply(p, x_))),
+        argnums=(0, 1)))(params, x)
+  jax.tree.map(np.testing.assert_array_equal, grads["auto"], grads["gemm"])
+  _check_against_nn_conv(conv, x)
 
 
 def test_xla_mode_is_exactly_nn_conv():
@@ -131,9 +136,10 @@ def test_xla_mode_is_exactly_nn_conv():
 @pytest.mark.parametrize(
     "n,hw,c,f,k,s,pads",
     [
-        (2, 10, 3, 4, 3, 1, ((1, 1), (1, 1))),   # tap shifting (Ho >= 8)
-        (3, 9, 2, 3, 3, 1, ((0, 2), (2, 0))),    # asymmetric pads
-        (1, 12, 4, 2, 5, 1, ((2, 2), (2, 2))),   # 5×5 shifting
+        (2, 10, 24, 4, 3, 1, ((1, 1), (1, 1))),  # tap shifting (Ho >= 8)
+        (3, 9, 32, 3, 3, 1, ((0, 2), (2, 0))),   # shifting, asymmetric pads
+        (1, 12, 16, 2, 5, 1, ((2, 2), (2, 2))),  # 5×5 shifting
+        (2, 10, 3, 4, 3, 1, ((1, 1), (1, 1))),   # narrow (RGB): im2col
         (2, 6, 3, 5, 3, 1, ((1, 1), (1, 1))),    # small map: im2col
         (2, 9, 3, 4, 3, 2, ((1, 1), (1, 1))),    # strided im2col
         (2, 8, 3, 4, 3, 2, ((0, 1), (0, 1))),    # TF "SAME", stride 2

@@ -25,15 +25,18 @@ as one GEMM over stacked taps:
   (kh× dY). One [R, kw·C]ᵀ × [R, kh·F] product over R = N·(Ho+kh−1)·Wo rows
   yields all kh·kw taps: 3× + 3× the activations for a 3×3 kernel instead
   of the 9× of a full im2col.
-* stride > 1, 1×1 kernels and maps of < 8 rows: full im2col of the strided
+* stride > 1, 1×1 kernels, maps of < 8 rows and narrow inputs (kw·C < 64,
+  e.g. an RGB stem): full im2col of the strided
   taps (2.25× the input for a 3×3/2 conv, a subsample for 1×1/2), then one
   [M, kh·kw·C]ᵀ × [M, F] product.
 
 Taps are stacked as a sum of zero-padded slices cut straight from x and dY,
 which XLA fuses into one elementwise loop per operand; `jnp.concatenate` of
 slices of a padded copy was slower (separate copies plus a concatenation).
-kernel_grad="auto" uses the GEMM only where it measured faster than XLA's
-own kernel gradient (`gemm_kernel_grad_pays`).
+kernel_grad="auto" is the measured best choice: today the GEMM on every
+layer (with host memory kept, see mdssl_jax/host_memory.py, it beat XLA's
+kernel gradient on every ResNet-18 CIFAR layer of benchmarks/RESULTS.md,
+from 1.2× on 4×4 maps to 14× on 32×32×64).
 
 Parameters are exactly nn.Conv's ("kernel" [kh, kw, in, out], optional
 "bias" [out]), so checkpoints move freely between `conv_impl`s.
@@ -61,13 +64,9 @@ KERNEL_GRAD_MODES = ("auto", "gemm", "xla")
 # Tap shifting pads the rows of each image from Ho to Ho + kh - 1; on small
 # maps that overhead (1.5× at 4×4) makes im2col the better GEMM layout.
 _MIN_ROWS_FOR_SHIFTING = 8
-# "auto" uses the GEMM kernel gradient where it measured faster than XLA's
-# at batch 256 (benchmarks/RESULTS.md): every ResNet-18 CIFAR layer except
-# the 3-channel stem (3 × 3 = 9 stacked columns: 0.6×) and the 4×4 maps
-# (even). The rule: 1×1 kernels always; otherwise inputs of >= 8 rows whose
-# stacked taps are >= 64 columns wide (kw · C).
-_AUTO_MIN_ROWS = 8
-_AUTO_MIN_COLUMNS = 64
+# Narrow inputs (a 3-channel stem: 3 × 3 = 9 stacked columns) make a poor
+# GEMM; im2col's kh·kw·C columns (27) measured 1.5× faster there.
+_MIN_COLUMNS_FOR_SHIFTING = 64
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -235,28 +234,10 @@ def conv_kernel_grad(
   """
   kernel_hw = tuple(kernel_hw)
   if (tuple(strides) == (1, 1) and kernel_hw != (1, 1)
-      and dy.shape[1] >= _MIN_ROWS_FOR_SHIFTING):
+      and dy.shape[1] >= _MIN_ROWS_FOR_SHIFTING
+      and kernel_hw[1] * x.shape[-1] >= _MIN_COLUMNS_FOR_SHIFTING):
     return _kernel_grad_shifted(x, dy, kernel_hw, padding)
   return _kernel_grad_im2col(x, dy, kernel_hw, tuple(strides), padding)
-
-
-def gemm_kernel_grad_pays(x_shape: Sequence[int],
-                          kernel_hw: tuple[int, int]) -> bool:
-  """Whether kernel_grad="auto" computes dW as a GEMM for this layer.
-
-  Args:
-    x_shape: [N, H, W, C] of the convolution input.
-    kernel_hw: (kh, kw).
-
-  Returns:
-    True for 1×1 kernels, and for inputs of at least 8 rows whose stacked
-    taps are >= 64 columns wide (kw · C); False where XLA's own kernel
-    gradient measured as fast or faster (3-channel stems, 4×4 maps).
-  """
-  if tuple(kernel_hw) == (1, 1):
-    return True
-  return (x_shape[1] >= _AUTO_MIN_ROWS
-          and kernel_hw[1] * x_shape[-1] >= _AUTO_MIN_COLUMNS)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -271,8 +252,9 @@ def fast_conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
     strides: (sh, sw) Python ints.
     padding: ((top, bottom), (left, right)) Python ints.
     precision: passed to `lax.conv_general_dilated` (None = default).
-    kernel_grad: "auto" (GEMM where `gemm_kernel_grad_pays`), "gemm"
-      (always `conv_kernel_grad`) or "xla" (XLA's own kernel gradient).
+    kernel_grad: "auto" or "gemm" (`conv_kernel_grad`; "auto" is the
+      measured best choice, today the same as "gemm") or "xla" (XLA's own
+      kernel gradient).
 
   Returns:
     [N, Ho, Wo, F], identical to `lax.conv_general_dilated`; only the
@@ -292,10 +274,7 @@ def _fast_conv2d_bwd(strides, padding, precision, kernel_grad, residuals,
                      dy):
   x, kernel = residuals
   conv_x = lambda x_: _xla_conv(x_, kernel, strides, padding, precision)
-  use_gemm = kernel_grad == "gemm" or (
-      kernel_grad == "auto" and gemm_kernel_grad_pays(
-          x.shape, kernel.shape[:2]))
-  if not use_gemm:
+  if kernel_grad == "xla":
     _, vjp = jax.vjp(
         lambda x_, k_: _xla_conv(x_, k_, strides, padding, precision),
         x, kernel)
@@ -330,8 +309,8 @@ class FastConv(nn.Module):
     precision: `lax.Precision` for the forward convolution.
     kernel_init: initializer of "kernel" [kh, kw, C, F].
     bias_init: initializer of "bias" [F].
-    kernel_grad: "auto" (GEMM kernel gradient where it measured faster),
-      "gemm" (always) or "xla" (never: plain `lax.conv_general_dilated`,
+    kernel_grad: "auto" (the measured best choice, today the GEMM kernel
+      gradient on every layer), "gemm" (always) or "xla" (never: plain `lax.conv_general_dilated`,
       exactly what nn.Conv computes, forward-mode AD included).
   """
   features: int
