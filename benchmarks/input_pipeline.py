@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from conv_micro import (  # pylint: disable=g-import-not-at-top
     _BUSY_THRESHOLD, CpuShare, cpu_model)
+from mdssl_jax.host_memory import keep_freed_host_memory  # pylint: disable=g-import-not-at-top
 from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
 from mdssl_jax import presets  # pylint: disable=g-import-not-at-top
 from mdssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -104,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
       help="the train step's consumption rate in source images/s (default: "
       "the quiet-machine SimCLR ResNet-18 2×256 xla step of "
       "ENVIRONMENT.md; take yours from benchmarks/train_step.py)")
+  parser.add_argument(
+      "--malloc-tune", action=argparse.BooleanOptionalAction, default=True,
+      help="keep freed host memory (mdssl_jax/host_memory.py), as a CPU "
+      "training run does by default")
   args = parser.parse_args(argv)
+  tuned = keep_freed_host_memory() if args.malloc_tune else False
   if args.batches < 1 or args.per_domain_batch < 1:
     parser.error("--batches and --per_domain_batch must be >= 1.")
   if args.step_images_per_sec <= 0:
@@ -112,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; "
-        f"python {platform.python_version()}, tensorflow {tf.__version__}")
+        f"python {platform.python_version()}, tensorflow {tf.__version__}; "
+        f"malloc tune {'on' if tuned else 'off'}")
   print(f"{args.warmup} warm-up + {args.batches} timed batches; "
         f"{args.per_domain_batch} images per domain per batch; step "
         f"consumes {args.step_images_per_sec:g} source images/s")
