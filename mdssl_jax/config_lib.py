@@ -89,9 +89,10 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       "hidden_dims": (4096,), "out_dim": 128, "norm": "batch",
       "last_norm": "none", "activation": "relu"})
   c.compute_dtype = "float32"
-  # CPU backend only: keep freed host memory mapped for reuse (glibc
-  # mallopt, see mdssl_jax/host_memory.py); a step stops re-faulting its
-  # working set. Process-wide; has no effect on GPU/TPU runs.
+  # Keep freed host memory mapped for reuse (glibc mallopt, see
+  # mdssl_jax/host_memory.py): a CPU step stops re-faulting its working set.
+  # Process-wide, host memory only; applied first thing by main.py and
+  # train_and_evaluate.
   c.keep_host_memory = True
 
   c.optim = ml_collections.ConfigDict({

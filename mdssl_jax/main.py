@@ -48,6 +48,10 @@ def main(argv) -> None:
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if _CONFIG.value.get("keep_host_memory", True):
+    # Before JAX and TensorFlow start their threads (see host_memory.py).
+    from mdssl_jax import host_memory  # pylint: disable=g-import-not-at-top
+    host_memory.keep_freed_host_memory()
   quiet_library_logs()
   hide_gpus_from_tf()
   # Imported late so --help stays fast and TF is configured first.

@@ -263,13 +263,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The final train state.
   """
+  if config.get("keep_host_memory", True):
+    # First, so that JAX's threads (if not yet started) use the main heap.
+    logging.info("keep_host_memory: %s", "on" if
+                 host_memory.keep_freed_host_memory() else "unavailable")
   config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
   jax.config.update("jax_threefry_partitionable", True)
   is_main = jax.process_index() == 0
-  if config.get("keep_host_memory", True) and jax.default_backend() == "cpu":
-    logging.info("keep_host_memory: %s", "on" if
-                 host_memory.keep_freed_host_memory() else "unavailable")
 
   mesh = sharding_lib.make_mesh(config.get("mesh_shape", -1))
   sharding_lib.check_batch_divisible(config, mesh)
