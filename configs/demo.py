@@ -17,7 +17,8 @@ top-1 digits 94.7, photos 92.9, textures 43.7, mean 77.1% (probe mean 78.8%;
 chance 10% / 14% / 14%); printed as a table and written to
 <workdir>/results.json. Random conv features are strong on these small
 domains — the same encoder at initialisation scores 84.4 / 72.6 / 35.7,
-mean 64.2% kNN (69.6% probe) — so training mostly shows on the photos.
+mean 64.2% kNN (69.6% probe) — so training shows most on the photos
+(72.6 → 92.9; digits 84.4 → 94.7, textures 35.7 → 43.7).
 
 Variants: `configs/demo.py:simclr` trains the multi-domain SimCLR baseline
 on the same data; `:tiny` is a ~1 minute smoke run.

@@ -6,7 +6,7 @@ free, and trims the top of its heap once more than a threshold is free, so
 each training step page-faults and zero-fills its whole working set again.
 On the 2-vCPU KVM host of benchmarks/RESULTS.md a ResNet-18 SimCLR step at
 2×256 views took 1.6 million page faults and 11-17 s of kernel time per
-step (of ~32 s); with the settings below it takes none and runs in ~23 s.
+step (of ~32 s); with the settings below it takes ~none and runs in ~24.6 s.
 
 `keep_freed_host_memory` is what a GPU allocator does by default: the
 process keeps its peak working set mapped and reuses it (resident memory

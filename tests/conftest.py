@@ -18,8 +18,9 @@ import tempfile  # pylint: disable=g-import-not-at-top
 
 from mdssl_jax.host_memory import keep_freed_host_memory  # pylint: disable=g-import-not-at-top
 
-# What train_and_evaluate does on CPU by default: stop re-faulting freed
-# memory (every jitted call otherwise page-faults its buffers afresh).
+# What main.py and train_and_evaluate do by default (keep_host_memory): stop
+# re-faulting freed memory (every jitted call otherwise page-faults its
+# buffers afresh). Before any JAX computation starts the backend's threads.
 keep_freed_host_memory()
 
 # Tests build the same small programs many times (resume, 1 vs 8 devices):

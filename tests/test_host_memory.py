@@ -7,7 +7,6 @@ import textwrap
 import pytest
 
 from mdssl_jax import config_lib
-from mdssl_jax import host_memory
 
 # Allocates, touches and frees a 256 MiB block three times and prints the
 # minor page faults of the last two rounds. glibc serves such a block with

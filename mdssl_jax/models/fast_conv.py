@@ -26,9 +26,9 @@ as one GEMM over stacked taps:
   yields all kh·kw taps: 3× + 3× the activations for a 3×3 kernel instead
   of the 9× of a full im2col.
 * stride > 1, 1×1 kernels, maps of < 8 rows and narrow inputs (kw·C < 64,
-  e.g. an RGB stem): full im2col of the strided
-  taps (2.25× the input for a 3×3/2 conv, a subsample for 1×1/2), then one
-  [M, kh·kw·C]ᵀ × [M, F] product.
+  e.g. an RGB stem): full im2col of the strided taps (2.25× the input for a
+  3×3/2 conv, a subsample for 1×1/2), then one [M, kh·kw·C]ᵀ × [M, F]
+  product.
 
 Taps are stacked as a sum of zero-padded slices cut straight from x and dY,
 which XLA fuses into one elementwise loop per operand; `jnp.concatenate` of
@@ -310,8 +310,9 @@ class FastConv(nn.Module):
     kernel_init: initializer of "kernel" [kh, kw, C, F].
     bias_init: initializer of "bias" [F].
     kernel_grad: "auto" (the measured best choice, today the GEMM kernel
-      gradient on every layer), "gemm" (always) or "xla" (never: plain `lax.conv_general_dilated`,
-      exactly what nn.Conv computes, forward-mode AD included).
+      gradient on every layer), "gemm" (always) or "xla" (never: plain
+      `lax.conv_general_dilated`, exactly what nn.Conv computes, forward-mode
+      AD included).
   """
   features: int
   kernel_size: int | Sequence[int]
