@@ -1,24 +1,79 @@
-"""The config schema, its defaults and start-up validation.
+"""The config schema: every default in one place, and start-up validation.
+
+Synopsis::
+
+  c = config_lib.get_default_config("byol")   # light: no TF / JAX / Flax
+  c.data.per_domain_batch = 64
+  config_lib.validate(c)                       # once, at start-up
+  shape = config_lib.run_shape(c, num_train_examples=50_000)
+  shape.global_batch, shape.total_steps, shape.warmup_steps
 
 Every `configs/*.py` file starts from :func:`get_default_config` and
-overrides what it needs. :func:`validate` runs before any data loading or
-compilation and raises one :class:`ConfigError` listing every problem with
-the key and the fix.
+overrides what it needs; loading a config file imports nothing heavier than
+`ml_collections`. The schema is assembled here from three kinds of
+declaration: the trainer's own keys (below), each method's hyperparameters
+(:data:`METHOD_ARGS`) and each evaluator type's keys (the `DEFAULTS` of the
+modules named in `mdssl_jax.evaluation.registry`). Domain entries of
+`config.data.domains` are checked against the keys their source declares
+(`mdssl_jax.data.sources`).
+
+:func:`validate` runs once, before any data loading or compilation, and
+raises one :class:`ConfigError` listing every problem with its key and fix;
+after it, code reads config values directly (no restated defaults).
+Quantities derived from the config (global batch, steps per epoch, total and
+warm-up steps) are computed once by :func:`run_shape` and passed on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import math
 import warnings
 from typing import Any
 
 import ml_collections
 
-from mdssl_jax import methods
-from mdssl_jax import optim
-from mdssl_jax.data import pipeline, sources
+from mdssl_jax.evaluation import registry as eval_registry
 
 DTYPES = ("float32", "bfloat16")
+OPTIMIZERS = ("lars", "sgd", "adamw")
+LR_SCALINGS = ("linear", "sqrt", "none")
+EMA_SCHEDULES = ("cosine", "constant")
+
+# `config.method_args` of each registered method (METHODS.md §2–§5).
+METHOD_ARGS: dict[str, dict[str, Any]] = {
+    "simclr": {"temperature": 0.1},
+    "mdssl": {"temperature": 0.1, "lambda1": 1.0, "lambda2": 0.1,
+              "sign_convention": "equation"},
+    "byol": {},
+    "mocov3": {"temperature": 1.0},
+    "msbreg": {"lambda_s": 0.004, "lambda_b": 0.5,
+               "centroid_mode": "leave_one_out",
+               "renormalize_centroid": False, "singular_mode": "nuclear",
+               "center_singular": False, "brownian_per": "image"},
+    "vicreg": {"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0},
+    "barlow_twins": {"lambd": 5e-3, "scale": 1.0},
+    "dino": {"num_prototypes": 4096, "hidden_dim": 2048,
+             "bottleneck_dim": 256, "num_layers": 3, "use_bn": False,
+             "norm_last_layer": True, "student_temp": 0.1,
+             "teacher_temp": 0.07, "warmup_teacher_temp": 0.04,
+             "warmup_teacher_temp_steps": 0, "center_momentum": 0.9,
+             "freeze_last_layer_steps": 0},
+    "swav": {"num_prototypes": 3000, "temperature": 0.1, "epsilon": 0.05,
+             "sinkhorn_iters": 3, "queue_size": 0, "queue_start_step": 0,
+             "freeze_prototypes_steps": 0},
+    "relicv2": {"temperature": 0.2, "beta": 1.0, "num_negatives": 10,
+                "kl_mode_large": "reverse", "kl_mode_small": "transpose",
+                "contrast_scale": 1.0},
+}
+
+# The two augmentation columns (BYOL / RELICv2 "odd" and "even", §1.4, §3.6).
+_AUGMENT_ODD = dict(flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
+                    saturation=0.2, hue=0.1, gray_p=0.2, blur_p=0.1,
+                    blur_sigma=(0.1, 2.0), blur_kernel_frac=0.1,
+                    solarize_p=0.2)
+AUGMENT_KEYS = tuple(_AUGMENT_ODD)
 
 
 class ConfigError(ValueError):
@@ -47,21 +102,35 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return out
 
 
-def load_sibling(config_file: str, name: str):
-  """Imports another config file from the same folder as a module.
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` the way `--config=` does.
 
-  Config files are loaded by path (not as a package), so a config that
-  shares its setup with another (e.g. SimCLR and MDSSL on the same data)
-  loads it with `config_lib.load_sibling(__file__, "mdssl_cifar_mix")`.
+  Config files are loaded by path (they are not a package); no config file
+  imports another, shared pieces live in `mdssl_jax.presets`.
+
+  Args:
+    spec: a config file path, optionally followed by `:<arg>` (the string
+      passed to its `get_config`), e.g. "configs/byol.py:demo".
   """
   import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.abspath(config_file)),
-                      name + ".py")
-  spec = importlib.util.spec_from_file_location(f"_mdssl_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  path, sep, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"Config file {path!r} does not exist.")
+  name = "_mdssl_config_" + os.path.splitext(os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if sep else module.get_config()
+
+
+def method_args(method: str) -> ml_collections.ConfigDict:
+  """The default `config.method_args` of `method`."""
+  if method not in METHOD_ARGS:
+    raise ConfigError(f"Unknown method {method!r}; available: "
+                      f"{', '.join(sorted(METHOD_ARGS))}. Set "
+                      "--config.method=<one of these>.")
+  return ml_collections.ConfigDict(dict(METHOD_ARGS[method]))
 
 
 def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
@@ -69,15 +138,44 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.method = method
-  c.method_args = methods.get_method(method).default_args()
+  c.method_args = method_args(method)
 
-  c.data = pipeline.default_data_config()
-  c.views = pipeline.default_views_config()
-  c.augment = pipeline.default_augment_config()
-  c.saliency = pipeline.default_saliency_config()
-  # Background removal is RELICv2's augmentation: off unless a config turns
-  # it on (configs/relicv2_*.py use the paper's p_m = 0.1).
-  c.saliency.prob = 0.0
+  c.data = ml_collections.ConfigDict({
+      # Domain dicts; their keys are declared by each source (see
+      # mdssl_jax/data/sources/). Default: the three offline demo domains.
+      "domains": [dict(name=n, source="demo", demo_name=n)
+                  for n in ("digits", "photos", "textures")],
+      "image_size": 32,
+      "resize": "pad",  # "pad" (28 -> 32 with 2 px borders) or "resize".
+      "data_dir": None,  # TFDS data_dir; None: the TFDS default.
+      "download": False,  # Let TFDS download missing sets (needs network).
+      "per_domain_batch": 32,  # N images per domain per step.
+      "mean": (0.485, 0.456, 0.406),  # [0, 1] units.
+      "std": (0.229, 0.224, 0.225),
+      "prefetch": 2,
+      "num_parallel_calls": -1,  # -1: tf.data.AUTOTUNE.
+      # TFDS domains larger than this (or with in_memory=False) stream from
+      # disk instead of being held as uint8 arrays.
+      "max_in_memory_gb": 8.0,
+      # Streaming TFDS domains: examples in the (seeded, per-epoch) shuffle
+      # buffer; each holds one encoded image (~110 KB for ImageNet JPEGs).
+      "shuffle_buffer": 10_000,
+      # Data seed (demo generation, subsampling, stream order). Separate
+      # from config.seed so runs with other training seeds see the same data.
+      "seed": 0,
+  })
+  c.views = ml_collections.ConfigDict({
+      "large": dict(count=2, size=32, crop_area=(0.08, 1.0)),
+      "small": dict(count=0, size=16, crop_area=(0.05, 0.14)),
+  })
+  c.augment = ml_collections.ConfigDict({
+      "aspect": (3 / 4, 4 / 3),
+      "odd": dict(_AUGMENT_ODD),
+      "even": dict(_AUGMENT_ODD, blur_p=1.0, solarize_p=0.0),
+  })
+  # RELICv2 background removal (§3.7) for large views of domains with
+  # masks: off unless a config turns it on (relicv2 configs: p_m = 0.1).
+  c.saliency = ml_collections.ConfigDict({"prob": 0.0, "min_coverage": 0.05})
 
   c.model = ml_collections.ConfigDict({
       "depth": 18, "width_multiplier": 1.0, "stem": "cifar",
@@ -91,31 +189,106 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"
   # Keep freed host memory mapped for reuse (glibc mallopt, see
   # mdssl_jax/host_memory.py): a CPU step stops re-faulting its working set.
-  # Process-wide, host memory only; applied first thing by main.py and
-  # train_and_evaluate.
   c.keep_host_memory = True
 
   c.optim = ml_collections.ConfigDict({
       "name": "lars", "base_lr": 0.3, "lr_scaling": "linear",
       "lr_batch_divisor": 256, "weight_decay": 1e-6, "momentum": 0.9,
-      "trust_coefficient": 1e-3, "clip_lr": False, "nesterov": False, "b1": 0.9, "b2": 0.999,
-      "warmup_steps": -1, "warmup_epochs": 10.0, "end_lr_factor": 0.0,
-      "grad_clip_norm": 0.0})
+      "trust_coefficient": 1e-3, "clip_lr": False, "nesterov": False,
+      "b1": 0.9, "b2": 0.999,
+      # A non-negative step count wins over epochs.
+      "warmup_steps": -1, "warmup_epochs": 10.0,
+      "end_lr_factor": 0.0, "grad_clip_norm": 0.0})
   c.ema = ml_collections.ConfigDict({"base": 0.996, "schedule": "cosine"})
-  c.total_steps = -1
+  c.total_steps = -1  # A positive step count wins over total_epochs.
   c.total_epochs = 100.0
 
   c.mesh_shape = -1
   c.log_every = 50
   c.checkpoint = ml_collections.ConfigDict({
       "every_steps": 1000, "keep": 3, "resume": True, "async_save": True})
+  # Settings shared by every evaluator of the suite.
   c.eval = ml_collections.ConfigDict({
-      "knn_k": 20, "knn_temperature": 0.07, "probe_steps": 2000,
-      "probe_batch_size": 1024, "probe_lr": 0.1, "probe_momentum": 0.9,
-      "probe_schedule": "constant", "probe_standardize": True,
-      "feature_batch_size": 256, "max_train_per_domain": 10000,
-      "max_test_per_domain": 5000, "every_steps": 0, "at_end": True})
+      "every_steps": 0,  # Periodic evaluation during training (0: off).
+      "at_end": True,
+      "feature_batch_size": 256,
+      "max_train_per_domain": 10_000,
+      "max_test_per_domain": 5_000,
+  })
+  # Named evaluators: name -> {type, <the type's keys>}.
+  c.evals = ml_collections.ConfigDict({
+      "knn": eval_registry.default_config("knn"),
+      "probe": eval_registry.default_config("linear_probe"),
+  })
   return c
+
+
+# ---- Derived quantities -------------------------------------------------------
+
+
+def global_batch(config: ml_collections.ConfigDict) -> int:
+  """Images per step: D domains × data.per_domain_batch (views excluded)."""
+  return len(config.data.domains) * config.data.per_domain_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class RunShape:
+  """Quantities derived from a validated config and the training-set size.
+
+  Attributes:
+    global_batch: images per optimiser step (D·N).
+    num_train_examples: training images over all domains.
+    steps_per_epoch: optimiser steps in one pass over the training data
+      (at least 1).
+    total_steps: run length in optimiser steps.
+    warmup_steps: learning-rate warm-up steps (≤ total_steps).
+  """
+  global_batch: int
+  num_train_examples: int
+  steps_per_epoch: float
+  total_steps: int
+  warmup_steps: int
+
+
+def _pick_steps(steps: int, epochs: float, steps_per_epoch: float) -> int:
+  if steps is not None and steps >= 0:
+    return int(steps)
+  return int(math.ceil(epochs * steps_per_epoch))
+
+
+def run_shape(config: ml_collections.ConfigDict,
+              num_train_examples: int) -> RunShape:
+  """Resolves `*_steps` / `*_epochs` into step counts, once per run.
+
+  Args:
+    config: a validated config.
+    num_train_examples: training images summed over the domains.
+  """
+  batch = global_batch(config)
+  per_epoch = max(num_train_examples / batch, 1.0)
+  total = _pick_steps(config.total_steps, config.total_epochs, per_epoch)
+  warmup = _pick_steps(config.optim.warmup_steps, config.optim.warmup_epochs,
+                       per_epoch)
+  if total <= 0:
+    raise ConfigError(f"total_steps resolves to {total}; set "
+                      "--config.total_steps (> 0) or total_epochs (> 0).")
+  return RunShape(global_batch=batch, num_train_examples=num_train_examples,
+                  steps_per_epoch=per_epoch, total_steps=total,
+                  warmup_steps=min(warmup, total))
+
+
+# ---- Validation ---------------------------------------------------------------
+
+
+def _schema(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The reference schema for `config`: its method's args, its evaluators."""
+  ref = get_default_config(config.method)
+  ref.evals = ml_collections.ConfigDict()
+  for name, entry in config.evals.items():
+    etype = entry.get("type") if hasattr(entry, "get") else None
+    if etype in eval_registry.available():
+      ref.evals[name] = eval_registry.default_config(etype)
+  return ref
 
 
 def _unknown_keys(cfg, ref, prefix="") -> list[str]:
@@ -134,29 +307,98 @@ def _unknown_keys(cfg, ref, prefix="") -> list[str]:
   return errors
 
 
-def _missing_sources(data_cfg) -> list[str]:
-  """Cheap existence checks: npz directories and TFDS builder names."""
-  import os  # pylint: disable=g-import-not-at-top
+def _non_finite(cfg, prefix="") -> list[str]:
+  """Float hyperparameters that are NaN or infinite (comparisons miss them)."""
   errors = []
-  for d in data_cfg.domains:
-    source = d.get("source")
-    if source == "npz" and d.get("path"):
-      path = os.path.expanduser(os.path.expandvars(str(d["path"])))
-      train = os.path.join(path, d.get("train_file", "train.npz"))
-      if not os.path.isfile(train):
-        errors.append(f"Domain {d.get('name')!r}: {train} does not exist; "
-                      "set the domain's 'path' to a directory holding "
-                      "train.npz and test.npz (arrays 'images', 'labels').")
-    elif source == "tfds" and d.get("tfds_name"):
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      name = str(d["tfds_name"]).split("/")[0].split(":")[0]
-      try:
-        tfds.builder_cls(name)
-      except Exception:  # pylint: disable=broad-except
-        errors.append(f"Domain {d.get('name')!r}: unknown TFDS dataset "
-                      f"{name!r}; see https://www.tensorflow.org/datasets/"
-                      "catalog for names (e.g. cifar10, svhn_cropped).")
+  items = cfg.items() if hasattr(cfg, "items") else enumerate(cfg)
+  for key, value in items:
+    path = f"{prefix}{key}"
+    if hasattr(value, "items"):
+      errors += _non_finite(value, path + ".")
+    elif isinstance(value, (list, tuple)):
+      errors += _non_finite(value, path + ".")
+    elif isinstance(value, float) and not math.isfinite(value):
+      errors.append(f"{path}={value}: must be a finite number.")
   return errors
+
+
+def _evaluator_errors(config: ml_collections.ConfigDict) -> list[str]:
+  errors = []
+  if not isinstance(config.evals, ml_collections.ConfigDict):
+    return ["evals must be a dict of named evaluators, e.g. "
+            "{'knn': {'type': 'knn', ...}}."]
+  for name, entry in config.evals.items():
+    etype = entry.get("type") if hasattr(entry, "get") else None
+    if etype not in eval_registry.available():
+      errors.append(f"evals.{name}.type={etype!r}; use one of "
+                    f"{eval_registry.available()}.")
+      continue
+    errors += [f"evals.{name}: {e}"
+               for e in eval_registry.get(etype).validate(entry)]
+  return errors
+
+
+def _core_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """Checks of the trainer's own keys."""
+  errors = []
+  if config.data.per_domain_batch < 1:
+    errors.append("data.per_domain_batch must be ≥ 1.")
+  if config.compute_dtype not in DTYPES:
+    errors.append(f"compute_dtype={config.compute_dtype!r}; use one of "
+                  f"{DTYPES}.")
+  if config.optim.name not in OPTIMIZERS:
+    errors.append(f"optim.name={config.optim.name!r}; use one of "
+                  f"{OPTIMIZERS}.")
+  if config.optim.lr_scaling not in LR_SCALINGS:
+    errors.append(f"optim.lr_scaling={config.optim.lr_scaling!r}; use one "
+                  f"of {LR_SCALINGS}.")
+  if not config.optim.base_lr > 0:
+    errors.append("optim.base_lr must be > 0.")
+  if config.total_steps <= 0 and config.total_epochs <= 0:
+    errors.append("Set total_steps (> 0) or total_epochs (> 0).")
+  if config.optim.warmup_steps < 0 and config.optim.warmup_epochs < 0:
+    errors.append("Set optim.warmup_steps (≥ 0) or optim.warmup_epochs "
+                  "(≥ 0).")
+  if not 0.0 <= config.ema.base <= 1.0:
+    errors.append(f"ema.base={config.ema.base} must be in [0, 1].")
+  if config.ema.schedule not in EMA_SCHEDULES:
+    errors.append(f"ema.schedule must be one of {EMA_SCHEDULES}.")
+  if not isinstance(config.keep_host_memory, bool):
+    errors.append("keep_host_memory must be True or False.")
+  if config.log_every < 1:
+    errors.append("log_every must be ≥ 1.")
+  if config.checkpoint.keep < 1:
+    errors.append("checkpoint.keep must be ≥ 1 (finished checkpoints are "
+                  "never all deleted).")
+  for key in ("feature_batch_size", "max_train_per_domain",
+              "max_test_per_domain"):
+    if config.eval[key] < 1:
+      errors.append(f"eval.{key} must be ≥ 1.")
+  if config.eval.every_steps < 0:
+    errors.append("eval.every_steps must be ≥ 0 (0: no periodic "
+                  "evaluation).")
+  return errors
+
+
+def _batch_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """The global batch must split evenly over the devices of the mesh."""
+  import jax  # pylint: disable=g-import-not-at-top
+  available = jax.device_count()
+  devices = config.mesh_shape if config.mesh_shape > 0 else available
+  if devices > available:
+    return [f"mesh_shape={devices} but only {available} devices are "
+            "visible; use -1 for all of them."]
+  batch = global_batch(config)
+  if batch % devices:
+    d = len(config.data.domains)
+    step = devices // math.gcd(devices, d)
+    per = config.data.per_domain_batch
+    return [f"The global batch {batch} ({d} domains × data.per_domain_batch="
+            f"{per}) is not divisible by the {devices} devices. Set "
+            f"--config.data.per_domain_batch to a multiple of {step} (e.g. "
+            f"{max(step, per - per % step)}) or limit devices with "
+            "--config.mesh_shape."]
+  return []
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -165,61 +407,34 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Raises:
     ConfigError: listing every problem, each with the key and the fix.
   """
-  errors: list[str] = []
+  # Heavy modules are needed only here, at start-up.
+  from mdssl_jax import methods  # pylint: disable=g-import-not-at-top
+  from mdssl_jax.data import sources  # pylint: disable=g-import-not-at-top
+
   try:
     method_cls = methods.get_method(config.get("method"))
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  ref = get_default_config(config.method)
-  errors += _unknown_keys(config, ref)
+  errors = _unknown_keys(config, _schema(config))
   if errors:
     raise ConfigError("\n".join(errors))
+  errors += _non_finite(config)
+  if errors:
+    raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))
 
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     errors += method_cls.validate(config)
   for w in caught:
     warnings.warn(str(w.message), stacklevel=2)
-
   try:
     sources.validate_data_config(config.data)
   except ValueError as e:
     errors.append(str(e))
-  errors += _missing_sources(config.data)
-  if config.data.per_domain_batch < 1:
-    errors.append("data.per_domain_batch must be ≥ 1.")
-  try:
-    import jax  # pylint: disable=g-import-not-at-top
-    from mdssl_jax import sharding  # pylint: disable=g-import-not-at-top
-    devices = config.mesh_shape if config.mesh_shape > 0 else (
-        jax.device_count())
-    sharding.check_batch_divisible(config, devices)
-  except ValueError as e:
-    errors.append(str(e))
-  if config.compute_dtype not in DTYPES:
-    errors.append(f"compute_dtype={config.compute_dtype!r}; use one of "
-                  f"{DTYPES}.")
-  if config.optim.name not in optim.OPTIMIZERS:
-    errors.append(f"optim.name={config.optim.name!r}; use one of "
-                  f"{optim.OPTIMIZERS}.")
-  if config.optim.lr_scaling not in optim.LR_SCALINGS:
-    errors.append(f"optim.lr_scaling={config.optim.lr_scaling!r}; use one "
-                  f"of {optim.LR_SCALINGS}.")
-  if config.optim.base_lr <= 0:
-    errors.append("optim.base_lr must be > 0.")
-  if (config.get("total_steps", -1) or -1) < 0 and (
-      config.get("total_epochs", -1) or -1) <= 0:
-    errors.append("Set total_steps (> 0) or total_epochs (> 0).")
-  if not 0.0 <= config.ema.base <= 1.0:
-    errors.append(f"ema.base={config.ema.base} must be in [0, 1].")
-  if config.ema.schedule not in ("cosine", "constant"):
-    errors.append("ema.schedule must be 'cosine' or 'constant'.")
-  if not isinstance(config.get("keep_host_memory", True), bool):
-    errors.append("keep_host_memory must be True or False.")
-  if config.eval.knn_k < 1:
-    errors.append("eval.knn_k must be ≥ 1.")
-  if config.checkpoint.keep < 1:
-    errors.append("checkpoint.keep must be ≥ 1 (finished checkpoints are "
-                  "never all deleted).")
+  else:
+    errors += sources.missing_sources(config.data)
+  errors += _core_errors(config)
+  errors += _evaluator_errors(config)
+  errors += _batch_errors(config)
   if errors:
     raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))

@@ -374,6 +374,30 @@ def validate_data_config(data_cfg: Any) -> None:
                      f"(examples; streaming TFDS domains), got {buffer!r}.")
 
 
+def missing_sources(data_cfg: Any) -> list[str]:
+  """Cheap existence checks: npz directories and TFDS builder names."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  errors = []
+  for d in data_cfg.domains:
+    source = d.get("source")
+    if source == "npz" and d.get("path"):
+      path = os.path.expanduser(os.path.expandvars(str(d["path"])))
+      train = os.path.join(path, d.get("train_file", "train.npz"))
+      if not os.path.isfile(train):
+        errors.append(f"Domain {d.get('name')!r}: {train} does not exist; "
+                      "set the domain's 'path' to a directory holding "
+                      "train.npz and test.npz (arrays 'images', 'labels').")
+    elif source == "tfds" and d.get("tfds_name"):
+      name = str(d["tfds_name"]).split("/")[0].split(":")[0]
+      try:
+        tfds.builder_cls(name)
+      except Exception:  # pylint: disable=broad-except
+        errors.append(f"Domain {d.get('name')!r}: unknown TFDS dataset "
+                      f"{name!r}; see https://www.tensorflow.org/datasets/"
+                      "catalog for names (e.g. cifar10, svhn_cropped).")
+  return errors
+
+
 # ----------------------------------------------------------------------------
 # Resizing and subsampling
 # ----------------------------------------------------------------------------

@@ -6,28 +6,31 @@ Synopsis::
   results = evaluation.evaluate_domains(per_domain, embed_fn, cfg.eval)
   print(evaluation.format_table(results))
   evaluation.write_results(results, os.path.join(workdir, "eval.json"))
+
+Attributes load on first use, so `mdssl_jax.evaluation.registry` (read by
+the config schema) imports without JAX.
 """
 
-from mdssl_jax.evaluation.features import extract_features
-from mdssl_jax.evaluation.knn import knn_accuracy
-from mdssl_jax.evaluation.knn import knn_predict
-from mdssl_jax.evaluation.knn import topk_accuracy
-from mdssl_jax.evaluation.linear_probe import standardize_features
-from mdssl_jax.evaluation.linear_probe import train_linear_probe
-from mdssl_jax.evaluation.report import EVAL_DEFAULTS
-from mdssl_jax.evaluation.report import evaluate_domains
-from mdssl_jax.evaluation.report import format_table
-from mdssl_jax.evaluation.report import write_results
+import importlib
 
-__all__ = [
-    "EVAL_DEFAULTS",
-    "evaluate_domains",
-    "extract_features",
-    "format_table",
-    "knn_accuracy",
-    "knn_predict",
-    "standardize_features",
-    "topk_accuracy",
-    "train_linear_probe",
-    "write_results",
-]
+_EXPORTS = {
+    "EVAL_DEFAULTS": "report",
+    "evaluate_domains": "report",
+    "extract_features": "features",
+    "format_table": "report",
+    "knn_accuracy": "knn",
+    "knn_predict": "knn",
+    "standardize_features": "linear_probe",
+    "topk_accuracy": "knn",
+    "train_linear_probe": "linear_probe",
+    "write_results": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+    return getattr(module, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Evaluator modules (one per type); see `mdssl_jax.evaluation.registry`."""
