@@ -223,7 +223,7 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   return c
 
 
-# ---- Derived quantities -------------------------------------------------------
+# ---- Derived quantities ------------------------------------------------------
 
 
 def global_batch(config: ml_collections.ConfigDict) -> int:
@@ -277,7 +277,7 @@ def run_shape(config: ml_collections.ConfigDict,
                   warmup_steps=min(warmup, total))
 
 
-# ---- Validation ---------------------------------------------------------------
+# ---- Validation --------------------------------------------------------------
 
 
 def _schema(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -6,6 +6,8 @@ r"""Command-line entry point for pretraining (and the end-of-run evaluation).
 
 Without --workdir, a fresh `runs/<config name>/<timestamp>` is created and
 printed. Re-running with the same workdir resumes from its newest checkpoint.
+The console shows the project's own lines; pass --verbosity=0 (or higher)
+to see every library's log lines too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from mdssl_jax.cli import hide_gpus_from_tf, quiet_library_logs
+from mdssl_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/demo.py or configs/x.py:demo.",
@@ -48,12 +50,14 @@ def main(argv) -> None:
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  if _CONFIG.value.get("keep_host_memory", True):
-    # Before JAX and TensorFlow start their threads (see host_memory.py).
+  config = _CONFIG.value
+  if config.get("keep_host_memory", True):
+    # Before JAX and TensorFlow start their threads (see host_memory.py);
+    # train_and_evaluate's own call is then a no-op.
     from mdssl_jax import host_memory  # pylint: disable=g-import-not-at-top
     host_memory.keep_freed_host_memory()
-  quiet_library_logs()
-  hide_gpus_from_tf()
+  cli.quiet_library_logs()
+  cli.hide_gpus_from_tf()
   # Imported late so --help stays fast and TF is configured first.
   from mdssl_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
@@ -61,11 +65,6 @@ def main(argv) -> None:
   from mdssl_jax.data import sources  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
-  try:
-    config_lib.validate(config)
-  except config_lib.ConfigError as e:
-    sys.exit(f"error: {e}")
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   workdir = _WORKDIR.value
@@ -75,10 +74,11 @@ def main(argv) -> None:
     print(f"workdir: {workdir}", flush=True)
   logging.info("JAX devices: %s", jax.devices())
   try:
+    # Validates the config (once) before touching the workdir.
     train.train_and_evaluate(config, workdir)
-  except (ValueError, sources.DatasetNotFoundError, checkpoint.CheckpointError,
-          train.NonFiniteLossError) as e:
-    sys.exit(f"error: {e}")
+  except (config_lib.ConfigError, ValueError, sources.DatasetNotFoundError,
+          checkpoint.CheckpointError, train.NonFiniteLossError) as e:
+    sys.exit(cli.error_line(e))
 
 
 if __name__ == "__main__":

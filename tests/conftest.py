@@ -16,26 +16,33 @@ import pytest  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
 import tempfile  # pylint: disable=g-import-not-at-top
 
-from mdssl_jax.host_memory import keep_freed_host_memory  # pylint: disable=g-import-not-at-top
+from mdssl_jax import cli  # pylint: disable=g-import-not-at-top
+from mdssl_jax import host_memory  # pylint: disable=g-import-not-at-top
 
 # What main.py and train_and_evaluate do by default (keep_host_memory): stop
 # re-faulting freed memory (every jitted call otherwise page-faults its
 # buffers afresh). Before any JAX computation starts the backend's threads.
-keep_freed_host_memory()
+host_memory.keep_freed_host_memory()
 
-# Tests build the same small programs many times (resume, 1 vs 8 devices):
-# a per-run persistent compilation cache turns repeats into cache hits.
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("MDSSL_TEST_JAX_CACHE",
-                                 tempfile.mkdtemp(prefix="mdssl_jax_cache_")))
+# Tests build the same small programs many times (resume, 1 vs 8 devices,
+# the same demo config in several modules): a persistent compilation cache
+# shared by every pytest-xdist worker of one run turns repeats into hits.
+def _cache_dir() -> str:
+  if os.environ.get("MDSSL_TEST_JAX_CACHE"):
+    return os.environ["MDSSL_TEST_JAX_CACHE"]
+  run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+  if run_id:
+    path = os.path.join(tempfile.gettempdir(), f"mdssl_jax_cache_{run_id}")
+    os.makedirs(path, exist_ok=True)
+    return path
+  return tempfile.mkdtemp(prefix="mdssl_jax_cache_")
+
+
+jax.config.update("jax_compilation_cache_dir", _cache_dir())
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-try:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
-except Exception:  # pylint: disable=broad-except
-  pass
+cli.hide_gpus_from_tf()
 
 
 def shared_data_dir() -> Path | None:
