@@ -43,13 +43,16 @@ from mdssl_jax import config_lib
 from mdssl_jax import presets
 
 
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "in100", "demo", "shared")
+
+
 def get_config(arg=None):
   """Barlow Twins config; see the module docstring for the variants."""
   arg = config_lib.parse_arg(
       arg, in100=False, demo=False, shared=False, steps=-1,
       in100_dir=os.environ.get("IMAGENET100_DIR", ""),
       shared_dir=presets.DEFAULT_SHARED_DIR)
-  zoo = config_lib.load_sibling(__file__, "byol")
   c = config_lib.get_default_config("barlow_twins")
   c.method_args.update(lambd=5e-3, scale=0.1)
   c.projector.update(hidden_dims=(2048, 2048), out_dim=2048, norm="batch")
@@ -60,20 +63,19 @@ def get_config(arg=None):
   c.log_every = 100
   c.checkpoint.every_steps = 5000
   if arg.in100:
-    msbreg = config_lib.load_sibling(__file__, "msbreg")
-    msbreg.imagenet100_data(c, arg.in100_dir)
-    zoo.solo_asymmetric(c, image_size=224)
+    presets.imagenet100_data(c, arg.in100_dir)
+    presets.solo_asymmetric(c, image_size=224)
     c.total_epochs = 400.0
   else:
-    zoo.cifar100_data(c)
-    zoo.solo_asymmetric(c, image_size=32)
+    presets.cifar100_data(c)
+    presets.solo_asymmetric(c, image_size=32)
     c.total_epochs = 1000.0
   if arg.demo or arg.shared:
     if arg.demo:
-      zoo.demo_variant(c)
+      presets.demo_variant(c)
       c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=20)
     else:
-      zoo.shared_variant(c, arg.shared_dir)
+      presets.shared_variant(c, arg.shared_dir)
       c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=100)
     c.projector.update(hidden_dims=(256, 256), out_dim=256)
   if arg.steps > 0:

@@ -58,32 +58,9 @@ import os
 from mdssl_jax import config_lib
 from mdssl_jax import presets
 
-# The solo-learn fragments below (augmentation presets, CIFAR-100 data, the
-# demo and ../shared variants) are shared by every zoo config, which loads
-# them with `config_lib.load_sibling(__file__, "byol")`; ImageNet-100 lives
-# in configs/msbreg.py.
-
-_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-_CIFAR_STD = (0.247, 0.243, 0.261)
-
-
-def solo_asymmetric(c, *, image_size: int) -> None:
-  """solo-learn's "asymmetric" (BYOL) augmentation; no blur at 32 px."""
-  for col in ("odd", "even"):
-    c.augment[col].update(
-        flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
-        saturation=0.2, hue=0.1, gray_p=0.2)
-  big = image_size > 64
-  c.augment.odd.update(blur_p=1.0 if big else 0.0, solarize_p=0.0)
-  c.augment.even.update(blur_p=0.1 if big else 0.0, solarize_p=0.2)
-
-
-def solo_symmetric(c) -> None:
-  """solo-learn's "symmetric" (SimCLR/SwAV) augmentation for both views."""
-  for col in ("odd", "even"):
-    c.augment[col].update(
-        flip_p=0.5, jitter_p=0.8, brightness=0.8, contrast=0.8,
-        saturation=0.8, hue=0.2, gray_p=0.2, blur_p=0.5, solarize_p=0.0)
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "in100", "stl10", "norm=layer", "stl10,norm=layer", "demo",
+            "shared")
 
 
 def get_config(arg=None):
@@ -93,9 +70,10 @@ def get_config(arg=None):
       steps=-1, in100_dir=os.environ.get("IMAGENET100_DIR", ""),
       shared_dir=presets.DEFAULT_SHARED_DIR)
   if arg.stl10:
-    msbreg = config_lib.load_sibling(__file__, "msbreg")
-    c = msbreg.get_config("stl10")
-    msbreg.to_byol_baseline(c)
+    c = config_lib.get_default_config("msbreg")
+    presets.msbreg_recipe(c)
+    presets.msbreg_stl10(c)
+    presets.to_byol_baseline(c)
   else:
     c = config_lib.get_default_config("byol")
     c.projector.update(hidden_dims=(4096,), out_dim=256, norm="batch")
@@ -106,68 +84,24 @@ def get_config(arg=None):
                    clip_lr=True)
     c.views.large.crop_area = (0.08, 1.0)
     if arg.in100:
-      msbreg = config_lib.load_sibling(__file__, "msbreg")
-      msbreg.imagenet100_data(c, arg.in100_dir)
+      presets.imagenet100_data(c, arg.in100_dir)
       c.predictor.hidden_dims = (8192,)
       c.optim.update(base_lr=0.5, weight_decay=1e-6)
       c.total_epochs = 400.0
-      solo_asymmetric(c, image_size=224)
+      presets.solo_asymmetric(c, image_size=224)
     else:
-      cifar100_data(c)
+      presets.cifar100_data(c)
       c.total_epochs = 1000.0
-      solo_asymmetric(c, image_size=32)
+      presets.solo_asymmetric(c, image_size=32)
     c.log_every = 100
     c.checkpoint.every_steps = 5000
   if arg.demo:
-    demo_variant(c)
+    presets.demo_variant(c)
     c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=20)
   elif arg.shared:
-    shared_variant(c, arg.shared_dir)
+    presets.shared_variant(c, arg.shared_dir)
     c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=100)
   c.projector.norm = c.predictor.norm = arg.norm
   if arg.steps > 0:
     c.total_steps = arg.steps
   return c
-
-
-def cifar100_data(c) -> None:
-  """TFDS cifar100 at 32 px, B = 256, solo-learn's linear evaluation."""
-  c.data.domains = [{"name": "cifar100", "source": "tfds",
-                     "tfds_name": "cifar100"}]
-  c.data.image_size = 32
-  c.data.per_domain_batch = 256
-  c.data.mean, c.data.std = _CIFAR_MEAN, _CIFAR_STD
-  c.views.large.size = 32
-  c.model.update(depth=18, width_multiplier=1.0, stem="cifar")
-  # Offline probe ≈ solo-learn's linear eval: 100 epochs at B = 256, cosine.
-  c.eval.update(probe_steps=19_600, probe_batch_size=256, probe_lr=0.1,
-                probe_momentum=0.9, probe_schedule="cosine",
-                max_train_per_domain=50_000, max_test_per_domain=10_000)
-
-
-def demo_variant(c) -> None:
-  """The offline CPU demo: built-in domains, width-¼ ResNet-18, 300 steps."""
-  presets.demo_data(c)
-  presets.cpu_model(c)
-  presets.cpu_eval(c)
-  c.views.large.crop_area = (0.2, 1.0)
-  c.ema.base = 0.99
-  # Tuned with plain LARS (METHODS §1.2), not solo-learn's clipped one.
-  c.optim.update(warmup_epochs=-1.0, clip_lr=False, trust_coefficient=1e-3)
-  c.total_steps = 300
-  c.log_every = 25
-  c.checkpoint.update(every_steps=100, keep=2)
-
-
-def shared_variant(c, shared_dir: str) -> None:
-  """../shared/data domains on a CPU: width-¼ ResNet-18, 2,000 steps."""
-  presets.shared_data(c, shared_dir=shared_dir)
-  presets.cpu_model(c)
-  presets.cpu_eval(c, probe_steps=3000, max_train=8000, max_test=2000)
-  c.views.large.crop_area = (0.2, 1.0)
-  c.ema.base = 0.99
-  # Tuned with plain LARS (METHODS §1.2), not solo-learn's clipped one.
-  c.optim.update(warmup_epochs=-1.0, clip_lr=False, trust_coefficient=1e-3)
-  c.total_steps = 2000
-  c.log_every = 50
-  c.checkpoint.update(every_steps=500, keep=2)

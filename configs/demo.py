@@ -26,6 +26,9 @@ on the same data; `:tiny` is a ~1 minute smoke run.
 
 from mdssl_jax import config_lib
 
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "simclr", "tiny")
+
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, simclr=False, tiny=False)
@@ -62,8 +65,8 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 100
   c.checkpoint.keep = 2
 
-  c.eval.probe_steps = 1500
-  c.eval.probe_lr = 0.1
+  c.evals.probe.steps = 1500
+  c.evals.probe.lr = 0.1
   c.eval.max_train_per_domain = 2000
   c.eval.max_test_per_domain = 1000
 
@@ -73,7 +76,7 @@ def get_config(arg=None):
     c.optim.warmup_steps = 5
     c.log_every = 5
     c.checkpoint.every_steps = 15
-    c.eval.probe_steps = 300
+    c.evals.probe.steps = 300
     c.eval.max_train_per_domain = 500
     c.eval.max_test_per_domain = 300
   return c

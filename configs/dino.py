@@ -53,7 +53,9 @@ import os
 from mdssl_jax import config_lib
 from mdssl_jax import presets
 
-_CIFAR100_TRAIN_SIZE = 50_000
+
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "in100", "multicrop", "in100,multicrop", "demo", "shared")
 
 
 def get_config(arg=None):
@@ -62,7 +64,6 @@ def get_config(arg=None):
       arg, in100=False, multicrop=False, demo=False, shared=False, steps=-1,
       in100_dir=os.environ.get("IMAGENET100_DIR", ""),
       shared_dir=presets.DEFAULT_SHARED_DIR)
-  zoo = config_lib.load_sibling(__file__, "byol")
   c = config_lib.get_default_config("dino")
   c.method_args.update(
       num_prototypes=4096, hidden_dim=2048, bottleneck_dim=256, num_layers=3,
@@ -77,30 +78,29 @@ def get_config(arg=None):
   c.log_every = 100
   c.checkpoint.every_steps = 5000
   if arg.in100:
-    msbreg = config_lib.load_sibling(__file__, "msbreg")
-    msbreg.imagenet100_data(c, arg.in100_dir)
-    zoo.solo_asymmetric(c, image_size=224)
+    presets.imagenet100_data(c, arg.in100_dir)
+    presets.solo_asymmetric(c, image_size=224)
     c.total_epochs = 400.0
-    epoch = msbreg.IMAGENET100_TRAIN_SIZE / c.data.per_domain_batch
+    epoch = presets.IMAGENET100_TRAIN_SIZE / c.data.per_domain_batch
     c.method_args.warmup_teacher_temp_steps = math.ceil(50 * epoch)
     if arg.multicrop:
       c.views.large.crop_area = (0.4, 1.0)
       c.views.small.update(count=10, size=96, crop_area=(0.05, 0.4))
   else:
-    zoo.cifar100_data(c)
-    zoo.solo_asymmetric(c, image_size=32)
+    presets.cifar100_data(c)
+    presets.solo_asymmetric(c, image_size=32)
     c.total_epochs = 1000.0
-    epoch = _CIFAR100_TRAIN_SIZE / c.data.per_domain_batch
+    epoch = presets.CIFAR100_TRAIN_SIZE / c.data.per_domain_batch
     if arg.multicrop:
       c.views.large.crop_area = (0.2, 1.0)
       c.views.small.update(count=6, size=18, crop_area=(0.08, 0.5))
   c.method_args.freeze_last_layer_steps = math.ceil(epoch)
   if arg.demo or arg.shared:
     if arg.demo:
-      zoo.demo_variant(c)
+      presets.demo_variant(c)
       c.optim.update(base_lr=1.0, weight_decay=1e-6, warmup_steps=20)
     else:
-      zoo.shared_variant(c, arg.shared_dir)
+      presets.shared_variant(c, arg.shared_dir)
       c.optim.update(base_lr=1.0, weight_decay=1e-6, warmup_steps=100)
     # A small, randomly initialised ResNet maps every image to almost the
     # same head output; centring then leaves a uniform teacher, a collapse

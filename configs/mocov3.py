@@ -45,13 +45,16 @@ from mdssl_jax import config_lib
 from mdssl_jax import presets
 
 
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "in100", "demo", "shared")
+
+
 def get_config(arg=None):
   """MoCo v3 config; see the module docstring for the variants."""
   arg = config_lib.parse_arg(
       arg, in100=False, demo=False, shared=False, steps=-1,
       in100_dir=os.environ.get("IMAGENET100_DIR", ""),
       shared_dir=presets.DEFAULT_SHARED_DIR)
-  zoo = config_lib.load_sibling(__file__, "byol")
   c = config_lib.get_default_config("mocov3")
   c.method_args.temperature = 0.2
   c.projector.update(hidden_dims=(4096,), out_dim=256, norm="batch",
@@ -65,19 +68,18 @@ def get_config(arg=None):
   c.log_every = 100
   c.checkpoint.every_steps = 5000
   if arg.in100:
-    msbreg = config_lib.load_sibling(__file__, "msbreg")
-    msbreg.imagenet100_data(c, arg.in100_dir)
-    zoo.solo_asymmetric(c, image_size=224)
+    presets.imagenet100_data(c, arg.in100_dir)
+    presets.solo_asymmetric(c, image_size=224)
     c.total_epochs = 400.0
   else:
-    zoo.cifar100_data(c)
-    zoo.solo_asymmetric(c, image_size=32)
+    presets.cifar100_data(c)
+    presets.solo_asymmetric(c, image_size=32)
     c.total_epochs = 1000.0
   if arg.demo:
-    zoo.demo_variant(c)
+    presets.demo_variant(c)
     c.optim.update(base_lr=1.0, weight_decay=1e-6, warmup_steps=20)
   elif arg.shared:
-    zoo.shared_variant(c, arg.shared_dir)
+    presets.shared_variant(c, arg.shared_dir)
     c.optim.update(base_lr=1.0, weight_decay=1e-6, warmup_steps=100)
   if arg.steps > 0:
     c.total_steps = arg.steps

@@ -26,7 +26,8 @@ set); if ImageNet is not prepared there the run stops at start-up with the
 `tfds build imagenet2012` command. Alternatively pass `in100_dir=DIR` (or set
 $IMAGENET100_DIR) to read `train.npz`/`test.npz` (arrays `images`
 [N, S, S, 3] uint8 and `labels` 0–99 in the order of that list) from DIR.
-Every `:in100` variant of the zoo configs uses `imagenet100_data` below.
+Every `:in100` variant of the zoo configs uses
+`presets.imagenet100_data`.
 
 Variants (config arguments, comma-separated):
   stl10       STL-10 (TFDS stl10, 96 px, ImageNet stem) as in Table 4:
@@ -65,61 +66,11 @@ Variants (config arguments, comma-separated):
 
 import os
 
-import ml_collections
-
 from mdssl_jax import config_lib
 from mdssl_jax import presets
 
-# ImageNet-100 train images (1,300 or fewer per class): converts epoch-based
-# method settings (DINO/SwAV warm-ups) to steps at config time.
-IMAGENET100_TRAIN_SIZE = 126_689
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def imagenet100_data(c: ml_collections.ConfigDict, in100_dir: str = "", *,
-                     per_domain_batch: int = 256) -> None:
-  """Points `c` at ImageNet-100 at 224 px with solo-learn's evaluation.
-
-  Args:
-    c: config to modify in place.
-    in100_dir: empty for TFDS imagenet2012 streamed with the shipped
-      "imagenet100" class subset (from `c.data.data_dir`); else a directory
-      of train.npz / test.npz holding the subset, labels 0–99.
-    per_domain_batch: images per step.
-  """
-  if in100_dir:
-    domain = {"name": "imagenet100", "source": "npz", "path": in100_dir,
-              "num_classes": 100}
-  else:
-    domain = {"name": "imagenet100", "source": "tfds",
-              "tfds_name": "imagenet2012", "split": "train",
-              "eval_split": "validation", "class_subset": "imagenet100",
-              "in_memory": False}
-  c.data.domains = [domain]
-  c.data.image_size = 224
-  c.data.resize = "resize"
-  c.data.per_domain_batch = per_domain_batch
-  c.data.mean, c.data.std = _IMAGENET_MEAN, _IMAGENET_STD
-  c.data.max_in_memory_gb = 24.0  # npz: ~20 GB of uint8 images at 224 px.
-  c.views.large.size = 224
-  c.model.update(depth=18, width_multiplier=1.0, stem="imagenet")
-  c.eval.update(probe_steps=49_500, probe_batch_size=256, probe_lr=0.1,
-                probe_momentum=0.9, probe_schedule="cosine",
-                max_train_per_domain=130_000, max_test_per_domain=5_000)
-
-
-def to_byol_baseline(c: ml_collections.ConfigDict) -> None:
-  """Turns an MSBReg config into its BYOL baseline (K = 2, no L_s, L_b).
-
-  MSBReg's peak lr is base × B/256 × K; the baseline keeps that rule at
-  K = 2 (BYOL has no ×K factor, so base_lr doubles).
-  """
-  from mdssl_jax import methods  # pylint: disable=g-import-not-at-top
-  c.method = "byol"
-  c.method_args = methods.get_method("byol").default_args()
-  c.views.large.count = 2
-  c.optim.base_lr *= 2.0
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "stl10", "norm=layer", "stl10,norm=layer", "demo", "shared")
 
 
 def get_config(arg=None):
@@ -128,45 +79,18 @@ def get_config(arg=None):
       arg, in100=False, stl10=False, demo=False, shared=False, norm="batch",
       steps=-1, in100_dir=os.environ.get("IMAGENET100_DIR", ""),
       shared_dir=presets.DEFAULT_SHARED_DIR)
-  zoo = config_lib.load_sibling(__file__, "byol")
   c = config_lib.get_default_config("msbreg")
-  c.method_args.update(lambda_s=0.004, lambda_b=0.5)
-  c.views.large.count = 4
-  c.views.large.crop_area = (0.08, 1.0)
-  for col in ("odd", "even"):  # Supplement Table 1: the same for all views.
-    c.augment[col].update(
-        flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
-        saturation=0.2, hue=0.1, gray_p=0.2, blur_p=1.0, solarize_p=0.2)
-  c.projector.update(hidden_dims=(512,), out_dim=128, norm="batch")
-  c.predictor.update(hidden_dims=(512,), out_dim=128, norm="batch")
-  c.ema.update(base=0.99, schedule="cosine")
-  c.optim.update(name="lars", base_lr=0.4, weight_decay=1e-5,
-                 warmup_epochs=10.0, trust_coefficient=1e-3)
-  c.total_epochs = 320.0
-  c.log_every = 100
-  c.checkpoint.every_steps = 5000
+  presets.msbreg_recipe(c)
   if arg.stl10:
-    c.data.domains = [{"name": "stl10", "source": "tfds",
-                       "tfds_name": "stl10", "split": "train",
-                       "eval_split": "test"}]
-    c.data.image_size = 96
-    c.data.per_domain_batch = 256
-    c.data.mean, c.data.std = _IMAGENET_MEAN, _IMAGENET_STD
-    c.views.large.size = 96
-    c.model.update(depth=18, width_multiplier=1.0, stem="imagenet")
-    c.method_args.lambda_b = 0.05
-    c.optim.base_lr = 0.5
-    c.eval.update(probe_steps=2_000, probe_batch_size=256, probe_lr=0.1,
-                  probe_schedule="cosine", max_train_per_domain=5_000,
-                  max_test_per_domain=8_000)
+    presets.msbreg_stl10(c)
   elif arg.demo:
-    zoo.demo_variant(c)
+    presets.demo_variant(c)
     c.optim.update(base_lr=0.25, weight_decay=1e-5, warmup_steps=20)
   elif arg.shared:
-    zoo.shared_variant(c, arg.shared_dir)
+    presets.shared_variant(c, arg.shared_dir)
     c.optim.update(base_lr=0.25, weight_decay=1e-5, warmup_steps=100)
   else:
-    imagenet100_data(c, arg.in100_dir, per_domain_batch=512)
+    presets.imagenet100_data(c, arg.in100_dir, per_domain_batch=512)
   c.projector.norm = c.predictor.norm = arg.norm
   if arg.steps > 0:
     c.total_steps = arg.steps

@@ -1,9 +1,11 @@
 r"""MDSSL on the real .npz domains of ../shared/data, sized for a CPU.
 
-  python -m mdssl_jax.main --config=configs/shared_mix.py --workdir=/tmp/shared_mix
-  python -m mdssl_jax.main --config=configs/shared_mix.py:simclr --workdir=/tmp/shared_simclr
-  python -m mdssl_jax.main --config=configs/shared_mix.py:shared_dir=/data/shared \
-      --workdir=...
+  python -m mdssl_jax.main --config=configs/shared_mix.py \
+      --workdir=/tmp/shared_mix
+  python -m mdssl_jax.main --config=configs/shared_mix.py:simclr \
+      --workdir=/tmp/shared_simclr
+  python -m mdssl_jax.main \
+      --config=configs/shared_mix.py:shared_dir=/data/shared --workdir=...
 
 Domains: cifar10, mnist (grey 28×28, padded to 32 and channel-repeated), gtsrb,
 notmnist — four visually different domains of 8–10k training images each.
@@ -17,30 +19,19 @@ comparison. Set the data path with the `shared_dir=` config argument if
 ../shared is not beside the repo (an absent directory fails at start-up).
 """
 
-import os
-
 from mdssl_jax import config_lib
+from mdssl_jax import presets
 
-_DEFAULT_SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                               "..", "..", "shared", "data")
-DOMAINS = ("cifar10", "mnist", "gtsrb", "notmnist")
-
-
-def shared_domains(shared_dir: str, names=DOMAINS) -> list[dict]:
-  """Domain configs for the named sets under a ../shared/data-style dir."""
-  return [{"name": n, "source": "npz", "path": os.path.join(shared_dir, n)}
-          for n in names]
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "simclr")
 
 
 def get_config(arg=None):
+  """MDSSL (or `:simclr`) on the ../shared/data domains, sized for a CPU."""
   arg = config_lib.parse_arg(arg, simclr=False, steps=2000,
-                             shared_dir=os.path.normpath(_DEFAULT_SHARED))
+                             shared_dir=presets.DEFAULT_SHARED_DIR)
   c = config_lib.get_default_config("simclr" if arg.simclr else "mdssl")
-  c.data.domains = shared_domains(arg.shared_dir)
-  c.data.image_size = 32
-  c.data.resize = "pad"
-  c.data.per_domain_batch = 64
-  c.views.large.size = 32
+  presets.shared_data(c, shared_dir=arg.shared_dir)
   c.views.large.crop_area = (0.2, 1.0)
   c.model.depth = 18
   c.model.width_multiplier = 0.25
@@ -57,7 +48,7 @@ def get_config(arg=None):
   c.total_steps = arg.steps
   c.log_every = 50
   c.checkpoint.every_steps = 500
-  c.eval.probe_steps = 3000
+  c.evals.probe.steps = 3000
   c.eval.max_train_per_domain = 8000
   c.eval.max_test_per_domain = 2000
   return c

@@ -47,13 +47,16 @@ from mdssl_jax import config_lib
 from mdssl_jax import presets
 
 
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "in100", "demo", "shared")
+
+
 def get_config(arg=None):
   """SimCLR config; see the module docstring for the variants."""
   arg = config_lib.parse_arg(
       arg, in100=False, demo=False, shared=False, steps=-1,
       in100_dir=os.environ.get("IMAGENET100_DIR", ""),
       shared_dir=presets.DEFAULT_SHARED_DIR)
-  zoo = config_lib.load_sibling(__file__, "byol")
   c = config_lib.get_default_config("simclr")
   c.method_args.temperature = 0.2
   c.projector.update(hidden_dims=(2048,), out_dim=256, norm="none")
@@ -61,24 +64,23 @@ def get_config(arg=None):
                  warmup_epochs=10.0, trust_coefficient=0.02,
                  clip_lr=True)
   c.views.large.crop_area = (0.08, 1.0)
-  zoo.solo_symmetric(c)
+  presets.solo_symmetric(c)
   c.log_every = 100
   c.checkpoint.every_steps = 5000
   if arg.in100:
-    msbreg = config_lib.load_sibling(__file__, "msbreg")
-    msbreg.imagenet100_data(c, arg.in100_dir)
+    presets.imagenet100_data(c, arg.in100_dir)
     c.projector.update(hidden_dims=(4096,), out_dim=512)
     c.optim.base_lr = 0.3
     c.total_epochs = 400.0
   else:
-    zoo.cifar100_data(c)
+    presets.cifar100_data(c)
     c.total_epochs = 1000.0
   if arg.demo or arg.shared:
     if arg.demo:
-      zoo.demo_variant(c)
+      presets.demo_variant(c)
       c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=20)
     else:
-      zoo.shared_variant(c, arg.shared_dir)
+      presets.shared_variant(c, arg.shared_dir)
       c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=100)
     # Without BN, a small randomly initialised net maps every image to
     # nearly the same direction and NT-Xent starts flat; BN in the projector

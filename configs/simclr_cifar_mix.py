@@ -1,4 +1,4 @@
-r"""Multi-domain SimCLR baseline on CIFAR-10/100, SVHN, STL-10 (seed 000, Table 1).
+r"""Multi-domain SimCLR on CIFAR-10/100, SVHN, STL-10 (seed 000, Table 1).
 
   python -m mdssl_jax.main --config=configs/simclr_cifar_mix.py \
       --workdir=runs/simclr_cifar_mix --config.data.data_dir=$TFDS_DATA_DIR
@@ -10,8 +10,14 @@ SVHN 66.7, CIFAR-100 73.4 (avg 70.9). `:runlocal` for a CPU smoke run.
 """
 
 from mdssl_jax import config_lib
+from mdssl_jax import presets
+
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "runlocal")
 
 
 def get_config(arg=None):
-  mix = config_lib.load_sibling(__file__, "mdssl_cifar_mix")
-  return mix.base_config("simclr", arg)
+  """Multi-domain SimCLR on the Table-1 mixture; `:runlocal` on a CPU."""
+  arg = config_lib.parse_arg(arg, runlocal=False)
+  c = config_lib.get_default_config("simclr")
+  return presets.cifar_mix(c, runlocal=arg.runlocal)

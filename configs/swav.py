@@ -51,7 +51,9 @@ import os
 from mdssl_jax import config_lib
 from mdssl_jax import presets
 
-_CIFAR100_TRAIN_SIZE = 50_000
+
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "in100", "multicrop", "in100,multicrop", "demo", "shared")
 
 
 def get_config(arg=None):
@@ -60,7 +62,6 @@ def get_config(arg=None):
       arg, in100=False, multicrop=False, demo=False, shared=False, steps=-1,
       in100_dir=os.environ.get("IMAGENET100_DIR", ""),
       shared_dir=presets.DEFAULT_SHARED_DIR)
-  zoo = config_lib.load_sibling(__file__, "byol")
   c = config_lib.get_default_config("swav")
   c.method_args.update(num_prototypes=3000, temperature=0.1, epsilon=0.05,
                        sinkhorn_iters=3, queue_size=3840)
@@ -69,21 +70,20 @@ def get_config(arg=None):
                  warmup_epochs=10.0, trust_coefficient=0.02,
                  clip_lr=True)
   c.views.large.crop_area = (0.08, 1.0)
-  zoo.solo_symmetric(c)
+  presets.solo_symmetric(c)
   c.log_every = 100
   c.checkpoint.every_steps = 5000
   if arg.in100:
-    msbreg = config_lib.load_sibling(__file__, "msbreg")
-    msbreg.imagenet100_data(c, arg.in100_dir)
+    presets.imagenet100_data(c, arg.in100_dir)
     c.total_epochs = 400.0
-    epoch = msbreg.IMAGENET100_TRAIN_SIZE / c.data.per_domain_batch
+    epoch = presets.IMAGENET100_TRAIN_SIZE / c.data.per_domain_batch
     if arg.multicrop:
       c.views.large.crop_area = (0.14, 1.0)
       c.views.small.update(count=6, size=96, crop_area=(0.05, 0.14))
   else:
-    zoo.cifar100_data(c)
+    presets.cifar100_data(c)
     c.total_epochs = 1000.0
-    epoch = _CIFAR100_TRAIN_SIZE / c.data.per_domain_batch
+    epoch = presets.CIFAR100_TRAIN_SIZE / c.data.per_domain_batch
     if arg.multicrop:
       c.views.large.crop_area = (0.2, 1.0)
       c.views.small.update(count=6, size=18, crop_area=(0.08, 0.5))
@@ -91,10 +91,10 @@ def get_config(arg=None):
                        freeze_prototypes_steps=math.ceil(2 * epoch))
   if arg.demo or arg.shared:
     if arg.demo:
-      zoo.demo_variant(c)
+      presets.demo_variant(c)
       c.optim.update(base_lr=1.0, weight_decay=1e-6, warmup_steps=20)
     else:
-      zoo.shared_variant(c, arg.shared_dir)
+      presets.shared_variant(c, arg.shared_dir)
       c.optim.update(base_lr=1.0, weight_decay=1e-6, warmup_steps=100)
     batch = len(c.data.domains) * c.data.per_domain_batch
     c.method_args.update(num_prototypes=96, queue_size=10 * batch,

@@ -43,6 +43,10 @@ from mdssl_jax import config_lib
 from mdssl_jax import presets
 
 
+# Config arguments that select a setup; tests load and validate each.
+VARIANTS = ("", "in100", "demo", "shared")
+
+
 def vicreg_augment(c, *, blur_p: float) -> None:
   """solo-learn's VICReg augmentation (the same for both views)."""
   c.views.large.crop_area = (0.2, 1.0)
@@ -58,7 +62,6 @@ def get_config(arg=None):
       arg, in100=False, demo=False, shared=False, steps=-1,
       in100_dir=os.environ.get("IMAGENET100_DIR", ""),
       shared_dir=presets.DEFAULT_SHARED_DIR)
-  zoo = config_lib.load_sibling(__file__, "byol")
   c = config_lib.get_default_config("vicreg")
   c.method_args.update(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0)
   c.projector.update(hidden_dims=(2048, 2048), out_dim=2048, norm="batch")
@@ -68,20 +71,19 @@ def get_config(arg=None):
   c.log_every = 100
   c.checkpoint.every_steps = 5000
   if arg.in100:
-    msbreg = config_lib.load_sibling(__file__, "msbreg")
-    msbreg.imagenet100_data(c, arg.in100_dir)
+    presets.imagenet100_data(c, arg.in100_dir)
     vicreg_augment(c, blur_p=0.5)
     c.total_epochs = 400.0
   else:
-    zoo.cifar100_data(c)
+    presets.cifar100_data(c)
     vicreg_augment(c, blur_p=0.0)
     c.total_epochs = 1000.0
   if arg.demo or arg.shared:
     if arg.demo:
-      zoo.demo_variant(c)
+      presets.demo_variant(c)
       c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=20)
     else:
-      zoo.shared_variant(c, arg.shared_dir)
+      presets.shared_variant(c, arg.shared_dir)
       c.optim.update(base_lr=1.0, weight_decay=1e-5, warmup_steps=100)
     c.projector.update(hidden_dims=(256, 256), out_dim=256)
     c.views.large.crop_area = (0.2, 1.0)

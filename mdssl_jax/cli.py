@@ -9,8 +9,10 @@ Synopsis::
 
 from __future__ import annotations
 
+import difflib
 import logging as pylogging
 import os
+from typing import Sequence
 
 from absl import flags
 from absl import logging
@@ -68,3 +70,57 @@ def quiet_library_logs() -> None:
 def error_line(error: BaseException) -> str:
   """One `error: ...` line (plus the message's own lines) for sys.exit."""
   return f"error: {error}"
+
+
+def _config_spec_and_overrides(argv: Sequence[str], name: str
+                               ) -> tuple[str | None, list[str]]:
+  spec, paths = None, []
+  args = list(argv[1:])
+  for i, arg in enumerate(args):
+    if arg.startswith(f"--{name}="):
+      spec = arg.split("=", 1)[1]
+    elif arg == f"--{name}" and i + 1 < len(args):
+      spec = args[i + 1]
+    elif arg.startswith(f"--{name}."):
+      paths.append(arg[len(name) + 3:].split("=", 1)[0])
+  return spec, paths
+
+
+def unknown_override_errors(argv: Sequence[str], name: str = "config"
+                            ) -> list[str]:
+  """Checks `--config.a.b=...` overrides against the config file's keys.
+
+  ml_collections rejects an unknown key during flag parsing with chained
+  tracebacks; this runs first and names the key with a close match.
+
+  Args:
+    argv: the command line (sys.argv).
+    name: the config flag's name.
+
+  Returns:
+    One message per unknown override path (empty when all exist, or when
+    the config file itself cannot be loaded: flag parsing then reports it).
+  """
+  from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
+  spec, paths = _config_spec_and_overrides(argv, name)
+  if spec is None or not paths:
+    return []
+  try:
+    config = config_lib.load_config(spec)
+  except Exception:  # pylint: disable=broad-except
+    return []
+  errors = []
+  for path in paths:
+    node, done = config, []
+    for part in path.split("."):
+      if not hasattr(node, "keys") or part not in node:
+        keys = sorted(node.keys()) if hasattr(node, "keys") else []
+        close = difflib.get_close_matches(part, keys, n=1)
+        hint = (f" Did you mean --{name}.{'.'.join(done + close)}?"
+                if close else "")
+        where = ".".join(done) or "the top level"
+        errors.append(f"Unknown config key {path!r} in --{name}.{path}."
+                      f"{hint} Valid keys at {where}: {keys}.")
+        break
+      node, done = node[part], done + [part]
+  return errors

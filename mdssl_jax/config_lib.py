@@ -133,6 +133,21 @@ def method_args(method: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(METHOD_ARGS[method]))
 
 
+def evaluator(type_name: str, **overrides: Any) -> ml_collections.ConfigDict:
+  """One `config.evals` entry: the type's defaults with `overrides` applied.
+
+  Example: `c.evals.probe_long = config_lib.evaluator("linear_probe",
+  steps=30_000)`.
+  """
+  entry = eval_registry.default_config(type_name)
+  unknown = sorted(set(overrides) - set(entry))
+  if unknown:
+    raise ConfigError(f"Evaluator type {type_name!r} has no keys {unknown}; "
+                      f"its keys are {sorted(entry)}.")
+  entry.update(overrides)
+  return entry
+
+
 def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   """Every key the trainer reads, with defaults (a CIFAR-scale ResNet-18)."""
   c = ml_collections.ConfigDict()
@@ -200,7 +215,7 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       "warmup_steps": -1, "warmup_epochs": 10.0,
       "end_lr_factor": 0.0, "grad_clip_norm": 0.0})
   c.ema = ml_collections.ConfigDict({"base": 0.996, "schedule": "cosine"})
-  c.total_steps = -1  # A positive step count wins over total_epochs.
+  c.total_steps = -1  # A non-negative step count wins over total_epochs.
   c.total_epochs = 100.0
 
   c.mesh_shape = -1
@@ -286,9 +301,20 @@ def _schema(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   ref.evals = ml_collections.ConfigDict()
   for name, entry in config.evals.items():
     etype = entry.get("type") if hasattr(entry, "get") else None
-    if etype in eval_registry.available():
-      ref.evals[name] = eval_registry.default_config(etype)
+    # An unknown type is reported by _evaluator_errors, not as a bad key.
+    ref.evals[name] = (eval_registry.default_config(etype)
+                       if etype in eval_registry.available() else entry)
   return ref
+
+
+# The flat `config.eval` keys before named evaluators existed.
+_LEGACY_EVAL_KEYS = {
+    "knn_k": "evals.knn.k", "knn_temperature": "evals.knn.temperature",
+    "knn_chunk_size": "evals.knn.chunk_size",
+    **{f"probe_{k}": f"evals.probe.{k}" for k in (
+        "steps", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
+        "schedule", "standardize", "seed")},
+}
 
 
 def _unknown_keys(cfg, ref, prefix="") -> list[str]:
@@ -298,7 +324,9 @@ def _unknown_keys(cfg, ref, prefix="") -> list[str]:
     path = prefix + key
     if key not in ref:
       close = difflib.get_close_matches(key, list(ref.keys()), n=1)
-      hint = f" Did you mean {prefix}{close[0]!r}?" if close else ""
+      hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
+      if prefix == "eval." and key in _LEGACY_EVAL_KEYS:
+        hint = f" It moved to {_LEGACY_EVAL_KEYS[key]!r}."
       errors.append(f"Unknown config key {path!r}.{hint} Valid keys here: "
                     f"{sorted(ref.keys())}.")
     elif isinstance(ref[key], ml_collections.ConfigDict):
@@ -333,6 +361,12 @@ def _evaluator_errors(config: ml_collections.ConfigDict) -> list[str]:
       errors.append(f"evals.{name}.type={etype!r}; use one of "
                     f"{eval_registry.available()}.")
       continue
+    missing = sorted(set(eval_registry.get(etype).DEFAULTS) - set(entry))
+    if missing:
+      errors.append(f"evals.{name} lacks {missing}; build the entry with "
+                    f"config_lib.evaluator({etype!r}, ...), which fills "
+                    "the defaults.")
+      continue
     errors += [f"evals.{name}: {e}"
                for e in eval_registry.get(etype).validate(entry)]
   return errors
@@ -354,7 +388,10 @@ def _core_errors(config: ml_collections.ConfigDict) -> list[str]:
                   f"of {LR_SCALINGS}.")
   if not config.optim.base_lr > 0:
     errors.append("optim.base_lr must be > 0.")
-  if config.total_steps <= 0 and config.total_epochs <= 0:
+  if config.total_steps == 0:
+    errors.append("total_steps=0: set it > 0, or to -1 to train for "
+                  "total_epochs.")
+  elif config.total_steps < 0 and config.total_epochs <= 0:
     errors.append("Set total_steps (> 0) or total_epochs (> 0).")
   if config.optim.warmup_steps < 0 and config.optim.warmup_epochs < 0:
     errors.append("Set optim.warmup_steps (≥ 0) or optim.warmup_epochs "

@@ -24,7 +24,8 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
-_applied = False
+# None until keep_freed_host_memory first runs, then its result.
+_result: bool | None = None
 
 
 def keep_freed_host_memory() -> bool:
@@ -34,15 +35,25 @@ def keep_freed_host_memory() -> bool:
   grow without mmap), no mmap-served blocks, and no heap trimming (-1
   disables it; any finite threshold below a step's working set still lets
   the heap shrink and re-fault between steps). Process-wide and not
-  reversible; calling it again is a no-op.
+  reversible; it is applied at most once per process, and later calls
+  return the first call's result.
 
   Returns:
     True if the settings are in effect (glibc on Linux), False where they
     cannot be applied (another C library or OS), which changes nothing.
   """
-  global _applied
-  if _applied:
-    return True
+  global _result
+  if _result is None:
+    _result = _apply()
+  return _result
+
+
+def tried() -> bool:
+  """Whether `keep_freed_host_memory` has run in this process."""
+  return _result is not None
+
+
+def _apply() -> bool:
   if not sys.platform.startswith("linux"):
     return False
   try:
@@ -52,7 +63,5 @@ def keep_freed_host_memory() -> bool:
     return False
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
   mallopt.restype = ctypes.c_int
-  ok = all(mallopt(param, value) == 1 for param, value in (
+  return all(mallopt(param, value) == 1 for param, value in (
       (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
-  _applied = ok
-  return ok

@@ -81,5 +81,13 @@ def main(argv) -> None:
     sys.exit(cli.error_line(e))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Checks command-line config overrides, then runs absl's app."""
+  errors = cli.unknown_override_errors(sys.argv)
+  if errors:
+    sys.exit("error: " + "\n  ".join(errors))
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,7 +1,7 @@
 """Optimisers, learning-rate and EMA schedules.
 
 Everything here works in *steps*. Durations given in epochs are converted
-once, by :func:`resolve_durations`, so the trainer only ever sees steps.
+once, by `config_lib.run_shape`, so the trainer only ever sees steps.
 """
 
 from __future__ import annotations
@@ -14,34 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("lars", "sgd", "adamw")
-LR_SCALINGS = ("linear", "sqrt", "none")
-
-
-def resolve_durations(config: ml_collections.ConfigDict,
-                      steps_per_epoch: float) -> tuple[int, int]:
-  """Returns (total_steps, warmup_steps) from `*_steps` or `*_epochs` keys.
-
-  Args:
-    config: the run config; reads `total_steps`/`total_epochs` and
-      `optim.warmup_steps`/`optim.warmup_epochs` (a non-negative step count
-      wins over epochs when both are set).
-    steps_per_epoch: optimiser steps in one pass over the training data.
-  """
-  def pick(steps, epochs, what):
-    if steps is not None and steps >= 0:
-      return int(steps)
-    if epochs is not None and epochs >= 0:
-      return int(math.ceil(epochs * steps_per_epoch))
-    raise ValueError(f"Set either {what}_steps or {what}_epochs.")
-
-  total = pick(config.get("total_steps"), config.get("total_epochs"), "total")
-  opt = config.optim
-  warmup = pick(opt.get("warmup_steps"), opt.get("warmup_epochs"),
-                "optim.warmup")
-  if total <= 0:
-    raise ValueError(f"total_steps must be > 0, got {total}.")
-  return total, min(warmup, total)
+from mdssl_jax.config_lib import LR_SCALINGS, OPTIMIZERS
 
 
 def peak_learning_rate(optim_cfg: ml_collections.ConfigDict,
@@ -51,10 +24,10 @@ def peak_learning_rate(optim_cfg: ml_collections.ConfigDict,
   linear: base × B / divisor (SimCLR/BYOL convention, divisor 256);
   sqrt: base × sqrt(B); none: base.
   """
-  scaling = optim_cfg.get("lr_scaling", "linear")
+  scaling = optim_cfg.lr_scaling
   base = optim_cfg.base_lr
   if scaling == "linear":
-    lr = base * global_batch / optim_cfg.get("lr_batch_divisor", 256)
+    lr = base * global_batch / optim_cfg.lr_batch_divisor
   elif scaling == "sqrt":
     lr = base * math.sqrt(global_batch)
   elif scaling == "none":
@@ -136,37 +109,33 @@ def make_optimizer(
     (optax transformation, schedule step -> learning rate).
   """
   peak = peak_learning_rate(optim_cfg, global_batch, lr_multiplier)
-  lr = warmup_cosine(peak, total_steps, warmup_steps,
-                     optim_cfg.get("end_lr_factor", 0.0))
+  lr = warmup_cosine(peak, total_steps, warmup_steps, optim_cfg.end_lr_factor)
   name = optim_cfg.name
-  wd = optim_cfg.get("weight_decay", 0.0)
-  momentum = optim_cfg.get("momentum", 0.9)
-  if name == "lars" and optim_cfg.get("clip_lr", False):
+  wd = optim_cfg.weight_decay
+  momentum = optim_cfg.momentum
+  nesterov = optim_cfg.nesterov
+  if name == "lars" and optim_cfg.clip_lr:
+    scale = scale_by_clipped_lars(lr, weight_decay=wd,
+                                  eta=optim_cfg.trust_coefficient)
     tx = optax.chain(
-        optax.masked(scale_by_clipped_lars(
-            lr, weight_decay=wd,
-            eta=optim_cfg.get("trust_coefficient", 1e-3)), _matrix_mask),
-        optax.sgd(lr, momentum=momentum or None,
-                  nesterov=optim_cfg.get("nesterov", False)))
+        optax.masked(scale, _matrix_mask),
+        optax.sgd(lr, momentum=momentum or None, nesterov=nesterov))
   elif name == "lars":
     tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=_matrix_mask,
-                    trust_coefficient=optim_cfg.get("trust_coefficient", 1e-3),
+                    trust_coefficient=optim_cfg.trust_coefficient,
                     trust_ratio_mask=_matrix_mask, momentum=momentum,
-                    nesterov=optim_cfg.get("nesterov", False))
+                    nesterov=nesterov)
   elif name == "sgd":
     tx = optax.chain(
         optax.add_decayed_weights(wd, mask=_matrix_mask),
-        optax.sgd(lr, momentum=momentum or None,
-                  nesterov=optim_cfg.get("nesterov", False)))
+        optax.sgd(lr, momentum=momentum or None, nesterov=nesterov))
   elif name == "adamw":
-    tx = optax.adamw(lr, b1=optim_cfg.get("b1", 0.9),
-                     b2=optim_cfg.get("b2", 0.999), weight_decay=wd,
+    tx = optax.adamw(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, weight_decay=wd,
                      mask=_matrix_mask)
   else:
     raise ValueError(f"optim.name={name!r}; use one of {OPTIMIZERS}.")
-  clip = optim_cfg.get("grad_clip_norm", 0.0)
-  if clip and clip > 0:
-    tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+  if optim_cfg.grad_clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip_norm), tx)
   return tx, lr
 
 

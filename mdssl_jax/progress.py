@@ -1,4 +1,4 @@
-"""Console progress (steps/s, images/s, ETA) and host-side metric files."""
+"""Console progress (steps/s, images/s, ETA), metric files, loss plot."""
 
 from __future__ import annotations
 
@@ -65,3 +65,27 @@ class JsonlWriter:
       return []
     with open(self.path) as f:
       return [json.loads(line) for line in f if line.strip()]
+
+
+def save_loss_plot(records: list[dict[str, Any]], path: str) -> None:
+  """Loss and learning-rate curves as a PNG (skipped without matplotlib).
+
+  Args:
+    records: metrics.jsonl rows, each with "step", "loss" and "lr".
+    path: output .png file.
+  """
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  steps = [r["step"] for r in records]
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+  axes[0].plot(steps, [r["loss"] for r in records])
+  axes[0].set(xlabel="step", ylabel="train loss")
+  axes[1].plot(steps, [r["lr"] for r in records])
+  axes[1].set(xlabel="step", ylabel="learning rate")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -1,23 +1,33 @@
 """The shared trainer: one jitted step over a device mesh for every method.
 
-Synopsis:
+Synopsis::
 
   from mdssl_jax import train
   state = train.train_and_evaluate(config, workdir)
 
-Sections: state and sharding / the update step / the loop (checkpoints,
-logging, non-finite guard) / evaluation.
+`train_and_evaluate` is these pieces in order (tests and benchmarks call
+them directly instead of re-implementing them)::
+
+  domains = sources.load_domains(config.data)
+  setup = train.build_setup(config, train.run_shape(config, domains))
+  mesh = sharding_lib.make_mesh(config.mesh_shape)
+  state = train.restore_or_init(setup, config, checkpointer, mesh)
+  step_fn = train.make_train_step(setup, mesh)
+  state = train.train_loop(config, setup, state, step_fn, batches, ...)
+  results = train.evaluate_state(config, setup, state, domains, extractor)
+
+Sections: setup and state / the update step / the step loop / evaluation /
+the whole run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
-import json
-import math
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from absl import logging
 from clu import metric_writers
@@ -37,12 +47,16 @@ from mdssl_jax import progress as progress_lib
 from mdssl_jax import sharding as sharding_lib
 from mdssl_jax.data import pipeline, sources
 from mdssl_jax.evaluation import report
+from mdssl_jax.evaluation.features import FeatureExtractor
+from mdssl_jax.evaluation.suite import run_suite
 from mdssl_jax.methods import base
 
 PyTree = Any
+Batch = dict[str, jax.Array]
+StepFn = Callable[[Any, Batch], tuple[Any, dict[str, jax.Array]]]
 
 
-# ---- State -------------------------------------------------------------------
+# ---- Setup and state ---------------------------------------------------------
 
 
 @flax.struct.dataclass
@@ -58,60 +72,46 @@ class TrainState:
   rng: jax.Array
 
 
-@flax.struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class Setup:
-  """Static pieces built from the config (not part of the checkpoint)."""
-  method: base.Method = flax.struct.field(pytree_node=False)
-  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-  lr_fn: Any = flax.struct.field(pytree_node=False)
-  ema_fn: Any = flax.struct.field(pytree_node=False)
-  total_steps: int = flax.struct.field(pytree_node=False)
-  warmup_steps: int = flax.struct.field(pytree_node=False)
-  global_batch: int = flax.struct.field(pytree_node=False)
+  """Static pieces built from the config (not part of the checkpoint).
+
+  Attributes:
+    method: the SSL method (network, loss, buffers).
+    tx: the optimiser.
+    lr_fn: step -> learning rate.
+    ema_fn: step -> EMA momentum τ, or None for methods without a target.
+    shape: global batch, total and warm-up steps of the run.
+  """
+  method: base.Method
+  tx: optax.GradientTransformation
+  lr_fn: Callable[[Any], jax.Array]
+  ema_fn: Callable[[Any], jax.Array] | None
+  shape: config_lib.RunShape
+
+
+def run_shape(config: ml_collections.ConfigDict,
+              domains: list[sources.DomainData]) -> config_lib.RunShape:
+  """`config_lib.run_shape` for the training images of `domains`."""
+  return config_lib.run_shape(config, sum(d.num_train for d in domains))
 
 
 def build_setup(config: ml_collections.ConfigDict,
-                domains: list[sources.DomainData]) -> Setup:
-  """Resolves durations and builds the method, optimiser and schedules."""
-  num_domains = len(config.data.domains)
-  global_batch = num_domains * config.data.per_domain_batch
-  total_examples = sum(d.num_train for d in domains)
-  steps_per_epoch = max(total_examples / global_batch, 1.0)
-  total, warmup = optim.resolve_durations(config, steps_per_epoch)
+                shape: config_lib.RunShape) -> Setup:
+  """Builds the method, optimiser and schedules for a run of `shape`."""
+  total = shape.total_steps
   method = methods.get_method(config.method)(config, total_steps=total)
   tx, lr_fn = optim.make_optimizer(
-      config.optim, total_steps=total, warmup_steps=warmup,
-      global_batch=global_batch, lr_multiplier=method.lr_multiplier())
+      config.optim, total_steps=total, warmup_steps=shape.warmup_steps,
+      global_batch=shape.global_batch, lr_multiplier=method.lr_multiplier())
   ema_fn = None
   if method.has_target:
     ema_fn = optim.ema_schedule(config.ema.base, total, config.ema.schedule)
-  return Setup(method, tx, lr_fn, ema_fn, total, warmup, global_batch)
-
-
-# Initialisation runs once and is dominated by threefry random bits: on CPU
-# its compilation takes ~7x longer with XLA's optimisations than without,
-# while the unoptimised program still runs in a fraction of a second.
-_FAST_COMPILE = {"xla_backend_optimization_level": 0,
-                 "xla_llvm_disable_expensive_passes": True}
-
-
-def create_state(setup: Setup, config: ml_collections.ConfigDict,
-                 sharding: Any = None) -> TrainState:
-  """`init_state` compiled and run (placed with `sharding` if given).
-
-  On CPU it is compiled without most XLA optimisations, which saves tens of
-  seconds of start-up per run; the values match the optimised program's
-  up to float rounding (~1 ulp).
-  """
-  kwargs = {} if sharding is None else {"out_shardings": sharding}
-  lowered = jax.jit(functools.partial(init_state, setup, config),
-                    **kwargs).lower()
-  options = _FAST_COMPILE if jax.default_backend() == "cpu" else None
-  return lowered.compile(compiler_options=options)()
+  return Setup(method, tx, lr_fn, ema_fn, shape)
 
 
 def init_state(setup: Setup, config: ml_collections.ConfigDict) -> TrainState:
-  """Initial state (called under jit with replicated out_shardings)."""
+  """Initial state (a pure function of config.seed; traced under jit)."""
   rng = jax.random.PRNGKey(config.seed)
   init_rng, train_rng = jax.random.split(rng)
   size = config.views.large.size
@@ -131,10 +131,62 @@ def init_state(setup: Setup, config: ml_collections.ConfigDict) -> TrainState:
                     buffers=method.init_buffers(), rng=train_rng)
 
 
+# Initialisation runs once and is dominated by threefry random bits: on CPU
+# its compilation takes ~7x longer with XLA's optimisations than without,
+# while the unoptimised program still runs in a fraction of a second.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0,
+                 "xla_llvm_disable_expensive_passes": True}
+
+
+def create_state(setup: Setup, config: ml_collections.ConfigDict,
+                 sharding: jax.sharding.Sharding | None = None
+                 ) -> TrainState:
+  """`init_state` compiled and run (placed with `sharding` if given).
+
+  On CPU it is compiled without most XLA optimisations, which saves tens of
+  seconds of start-up per run; the values match the optimised program's
+  up to float rounding (~1 ulp).
+  """
+  kwargs = {} if sharding is None else {"out_shardings": sharding}
+  lowered = jax.jit(functools.partial(init_state, setup, config),
+                    **kwargs).lower()
+  options = _FAST_COMPILE if jax.default_backend() == "cpu" else None
+  return lowered.compile(compiler_options=options)()
+
+
+def abstract_state(setup: Setup, config: ml_collections.ConfigDict,
+                   sharding: jax.sharding.Sharding | None = None
+                   ) -> TrainState:
+  """The state's shapes and dtypes (placed with `sharding`), not computed."""
+  shapes = jax.eval_shape(functools.partial(init_state, setup, config))
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      shapes)
+
+
+def restore_or_init(setup: Setup, config: ml_collections.ConfigDict,
+                    checkpointer: ckpt_lib.Checkpointer,
+                    mesh: jax.sharding.Mesh) -> TrainState:
+  """The newest checkpoint's state (config.checkpoint.resume), else a new one.
+
+  Either way the state is replicated over `mesh`.
+
+  Raises:
+    ckpt_lib.CheckpointError: the newest checkpoint cannot be restored.
+  """
+  replicated = sharding_lib.replicated(mesh)
+  if config.checkpoint.resume and checkpointer.latest_step() is not None:
+    state, meta = checkpointer.restore(
+        abstract_state(setup, config, replicated))
+    logging.info("Resuming from step %d (%s).", int(state.step), meta)
+    return state
+  return create_state(setup, config, replicated)
+
+
 # ---- The update step ---------------------------------------------------------
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *,
+def train_step(state: TrainState, batch: Batch, *,
                setup: Setup) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step (+ EMA and buffer updates) for any method.
 
@@ -183,66 +235,242 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   return new_state, metrics
 
 
-# ---- Helpers for the loop ----------------------------------------------------
+def make_train_step(setup: Setup, mesh: jax.sharding.Mesh) -> StepFn:
+  """`train_step` jitted over `mesh`: (state, batch) -> (state, metrics).
+
+  The state and metrics are replicated, the batch is split on its leading
+  axis over the mesh, and the input state is donated (do not reuse it).
+  """
+  replicated = sharding_lib.replicated(mesh)
+  return jax.jit(functools.partial(train_step, setup=setup),
+                 in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
 
 
-def _global_batches(it: Iterator[dict[str, np.ndarray]], batch_sharding
-                    ) -> Iterator[dict[str, jax.Array]]:
+def global_batches(it: Iterator[dict[str, np.ndarray]],
+                   mesh: jax.sharding.Mesh) -> Iterator[Batch]:
+  """This process's host batches as global arrays split over `mesh`."""
+  sharding = sharding_lib.batch_sharding(mesh)
   for local in it:
     yield jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(batch_sharding, x),
+        lambda x: jax.make_array_from_process_local_data(sharding, x),
         local)
 
 
-def _to_host(metrics: dict[str, jax.Array]) -> dict[str, float]:
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-
-def _save_loss_plot(records: list[dict[str, Any]], path: str) -> None:
-  """Loss and learning-rate curves as a PNG (skipped without matplotlib)."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return
-  steps = [r["step"] for r in records]
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-  axes[0].plot(steps, [r["loss"] for r in records])
-  axes[0].set(xlabel="step", ylabel="train loss")
-  axes[1].plot(steps, [r["lr"] for r in records])
-  axes[1].set(xlabel="step", ylabel="learning rate")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+# ---- The step loop -----------------------------------------------------------
 
 
 class NonFiniteLossError(FloatingPointError):
   """Raised when training produced a NaN/inf loss or gradient."""
 
 
+def _to_host(metrics: dict[str, jax.Array]) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def save_checkpoint(checkpointer: ckpt_lib.Checkpointer,
+                    config: ml_collections.ConfigDict, setup: Setup,
+                    step: int, state: TrainState) -> None:
+  """Saves `state` (after `step` steps) with the run's metadata."""
+  checkpointer.save(step, state, {"step": step, "method": config.method,
+                                  "total_steps": setup.shape.total_steps})
+
+
+def train_loop(config: ml_collections.ConfigDict, setup: Setup,
+               state: TrainState, step_fn: StepFn, batches: Iterator[Batch],
+               *, end_step: int, checkpointer: ckpt_lib.Checkpointer,
+               writer: metric_writers.MetricWriter,
+               jsonl: progress_lib.JsonlWriter | None = None,
+               evaluate: Callable[[TrainState], dict] | None = None
+               ) -> TrainState:
+  """Steps `state` up to `end_step` and checkpoints the last state.
+
+  Every `config.log_every` steps (and at the end) the mean metrics since the
+  last log go to `writer`, `jsonl` and the console; a checkpoint is saved
+  every `config.checkpoint.every_steps` steps and at the end; `evaluate`
+  (if given) runs every `config.eval.every_steps` steps before the last
+  one. An interrupt saves a checkpoint of the last finished step and
+  re-raises.
+
+  Args:
+    config: the validated run config.
+    setup: the run's setup.
+    state: the state to continue from (its step is the first step's index).
+    step_fn: from `make_train_step`.
+    batches: global batches from step `int(state.step)` on.
+    end_step: stop after this step (≤ setup.shape.total_steps).
+    checkpointer: where checkpoints go.
+    writer: metric writer for training and periodic-evaluation scalars.
+    jsonl: metrics.jsonl writer; None (other processes) also skips the
+      console lines.
+    evaluate: state -> results dict (with "mean"), for periodic evaluation.
+
+  Returns:
+    The state after `end_step` steps.
+
+  Raises:
+    NonFiniteLossError: a step had a non-finite loss or gradient; the state
+      before it was kept and no checkpoint of a bad state was written.
+  """
+  start_step = int(state.step)
+  total = setup.shape.total_steps
+  prog = progress_lib.Progress(total_steps=total, start_step=start_step,
+                               images_per_step=setup.shape.global_batch)
+  ckpt_every = config.checkpoint.every_steps
+  eval_every = config.eval.every_steps
+  acc, acc_n = None, 0
+  last_good = start_step
+  step = start_step
+  try:
+    for step in range(start_step, end_step):
+      state, metrics = step_fn(state, next(batches))
+      acc = metrics if acc is None else jax.tree.map(jnp.add, acc, metrics)
+      acc_n += 1
+      done = step + 1
+      is_log = done % config.log_every == 0 or done == total
+      is_ckpt = ckpt_every and done % ckpt_every == 0
+      if is_log or is_ckpt or done == end_step:
+        scalars = {k: v / acc_n for k, v in _to_host(acc).items()}
+        if scalars.pop("nonfinite") > 0:
+          raise NonFiniteLossError(
+              f"Non-finite loss or gradient between steps {done - acc_n} and "
+              f"{done}. The state from before that step was kept, and the "
+              f"last good checkpoint (step {last_good}) in "
+              f"{checkpointer.directory} is intact. Lower the learning rate "
+              "(--config.optim.base_lr), enable gradient clipping "
+              "(--config.optim.grad_clip_norm=1.0) or train in float32.")
+        acc, acc_n = None, 0
+        writer.write_scalars(done, scalars)
+        if jsonl is not None:
+          jsonl.write({"step": done, **scalars})
+          print(prog.line(done, scalars), flush=True)
+      if is_ckpt and done < total:
+        save_checkpoint(checkpointer, config, setup, done, state)
+        last_good = done
+      if evaluate and eval_every and done % eval_every == 0 and done < total:
+        _write_eval_scalars(writer, done, evaluate(state))
+  except KeyboardInterrupt:
+    logging.warning("Interrupted at step %d; saving a checkpoint.", step)
+    checkpointer.wait()
+    if int(state.step) > last_good:
+      save_checkpoint(checkpointer, config, setup, int(state.step), state)
+    raise
+  final_step = int(state.step)
+  if checkpointer.latest_step() != final_step:
+    save_checkpoint(checkpointer, config, setup, final_step, state)
+  checkpointer.wait()
+  writer.flush()
+  return state
+
+
 # ---- Evaluation --------------------------------------------------------------
 
 
+def make_extractor(config: ml_collections.ConfigDict, setup: Setup,
+                   mesh: jax.sharding.Mesh | None = None) -> FeatureExtractor:
+  """The run's feature extractor (compiled once per image shape).
+
+  Args:
+    config: the run config (eval.feature_batch_size).
+    setup: the run's setup (the method's frozen-encoder features).
+    mesh: split each feature batch over this mesh; the evaluated state must
+      then live on it. None: the default device.
+  """
+  sharding = None if mesh is None else sharding_lib.batch_sharding(mesh)
+  return FeatureExtractor(setup.method.features,
+                          batch_size=config.eval.feature_batch_size,
+                          sharding=sharding)
+
+
 def evaluate_state(config: ml_collections.ConfigDict, setup: Setup,
-                   state: TrainState, domains: list[sources.DomainData]
+                   state: TrainState, domains: list[sources.DomainData],
+                   extractor: FeatureExtractor | None = None
                    ) -> dict[str, Any]:
-  """kNN and linear-probe top-1 per domain on frozen backbone features."""
-  ev = config.eval
+  """Runs the `config.evals` suite per domain on frozen backbone features.
+
+  Args:
+    config: the run config.
+    setup: the run's setup.
+    state: the state to evaluate (its params and batch_stats).
+    domains: the run's domains.
+    extractor: the run's extractor (`make_extractor`), shared by every
+      evaluation so that nothing recompiles; None: a new one on the
+      default device.
+
+  Returns:
+    `suite.run_suite`'s results: {"domains", "mean", "eval_config"}.
+  """
+  if extractor is None:
+    extractor = make_extractor(config, setup)
   per_domain = pipeline.make_eval_arrays(
-      config, domains, max_train=ev.get("max_train_per_domain"),
-      max_test=ev.get("max_test_per_domain"))
-  params, batch_stats = state.params, state.batch_stats
-
-  @jax.jit
-  def embed(images):
-    return setup.method.features(params, batch_stats, images)
-
-  eval_cfg = {k: ev[k] for k in report.EVAL_DEFAULTS if k in ev}
-  return report.evaluate_domains(per_domain, embed, eval_cfg)
+      config, domains, max_train=config.eval.max_train_per_domain,
+      max_test=config.eval.max_test_per_domain)
+  return run_suite(config, extractor, state.params, state.batch_stats,
+                   per_domain)
 
 
-# ---- The loop ----------------------------------------------------------------
+def _write_eval_scalars(writer: metric_writers.MetricWriter, step: int,
+                        results: dict[str, Any]) -> None:
+  writer.write_scalars(step, {f"eval/{k}": v
+                              for k, v in results["mean"].items()})
+
+
+def load_for_eval(config: ml_collections.ConfigDict, workdir: str,
+                  step: int | None = None
+                  ) -> tuple[Setup, TrainState, list[sources.DomainData]]:
+  """Restores a checkpoint of `workdir` for evaluation.
+
+  Args:
+    config: the config the workdir was trained with (validated).
+    workdir: a workdir written by `train_and_evaluate`.
+    step: checkpoint step; None: the latest.
+
+  Returns:
+    (setup, state replicated over the config's mesh, loaded domains).
+
+  Raises:
+    ckpt_lib.CheckpointError: no such checkpoint, or it cannot be restored.
+  """
+  jax.config.update("jax_threefry_partitionable", True)
+  domains = sources.load_domains(config.data)
+  setup = build_setup(config, run_shape(config, domains))
+  mesh = sharding_lib.make_mesh(config.mesh_shape)
+  abstract = abstract_state(setup, config, sharding_lib.replicated(mesh))
+  with ckpt_lib.Checkpointer(workdir, async_save=False) as checkpointer:
+    state, _ = checkpointer.restore(abstract, step)
+  return setup, state, domains
+
+
+def report_results(config: ml_collections.ConfigDict, setup: Setup,
+                   results: dict[str, Any], workdir: str,
+                   records: list[dict[str, Any]], *, steps: int,
+                   steps_this_run: int, seconds_this_run: float) -> None:
+  """Adds the run's summary to `results`, writes results.json, prints them.
+
+  Args:
+    config: the run config.
+    setup: the run's setup.
+    results: from `evaluate_state`; gains a "train" entry.
+    workdir: where results.json and loss.png go.
+    records: the metrics.jsonl rows of the run.
+    steps: the final step.
+    steps_this_run: steps trained by this call (fewer after a resume).
+    seconds_this_run: their wall time.
+  """
+  progress_lib.save_loss_plot(records, os.path.join(workdir, "loss.png"))
+  results["train"] = {
+      "method": config.method, "steps": steps,
+      "global_batch": setup.shape.global_batch,
+      "steps_this_run": steps_this_run,
+      "seconds_this_run": round(seconds_this_run, 2),
+      "first_loss": records[0]["loss"] if records else None,
+      "final_loss": records[-1]["loss"] if records else None,
+  }
+  report.write_results(results, os.path.join(workdir, "results.json"))
+  print(report.format_table(results), flush=True)
+
+
+# ---- The whole run -----------------------------------------------------------
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -251,10 +479,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Resumes automatically from the newest checkpoint in `workdir`. Writes
   `config.json`, TensorBoard summaries, `metrics.jsonl`, `loss.png`,
-  checkpoints and `results.json` (per-domain kNN and linear-probe top-1).
+  checkpoints and `results.json` (per-domain results of `config.evals`).
 
   Args:
-    config: a validated run config (see `configs/`).
+    config: a run config (see `configs/`); validated here.
     workdir: output directory (created if missing).
     max_steps_this_run: stop (with a checkpoint, without evaluating) after
       this many steps, e.g. to fit a scheduler's time slice; the next call
@@ -262,9 +490,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Returns:
     The final train state.
+
+  Raises:
+    config_lib.ConfigError: the config is invalid.
+    NonFiniteLossError: training diverged (see `train_loop`).
+    ckpt_lib.CheckpointError: the newest checkpoint cannot be restored.
   """
-  if config.get("keep_host_memory", True):
-    # First, so that JAX's threads (if not yet started) use the main heap.
+  if config.keep_host_memory and not host_memory.tried():
+    # main.py applies it before JAX starts; here for library callers.
     logging.info("keep_host_memory: %s", "on" if
                  host_memory.keep_freed_host_memory() else "unavailable")
   config_lib.validate(config)
@@ -272,130 +505,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   jax.config.update("jax_threefry_partitionable", True)
   is_main = jax.process_index() == 0
 
-  mesh = sharding_lib.make_mesh(config.get("mesh_shape", -1))
-  sharding_lib.check_batch_divisible(config, mesh)
+  mesh = sharding_lib.make_mesh(config.mesh_shape)
   domains = sources.load_domains(config.data)
-  setup = build_setup(config, domains)
+  setup = build_setup(config, run_shape(config, domains))
+  shape = setup.shape
   logging.info("method=%s domains=%s global_batch=%d total_steps=%d "
                "warmup=%d devices=%d", config.method,
-               [d.name for d in domains], setup.global_batch,
-               setup.total_steps, setup.warmup_steps, mesh.size)
+               [d.name for d in domains], shape.global_batch,
+               shape.total_steps, shape.warmup_steps, mesh.size)
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
-  replicated = sharding_lib.replicated(mesh)
-  batch_sharding = sharding_lib.batch_sharding(mesh)
-  state = create_state(setup, config, replicated)
-
   checkpointer = ckpt_lib.Checkpointer(
       workdir, keep=config.checkpoint.keep,
-      async_save=config.checkpoint.get("async_save", True))
+      async_save=config.checkpoint.async_save)
   # Close the writer and Orbax's background threads on every exit path
   # (an error, an interrupt, or success), after pending saves finish.
   with contextlib.ExitStack() as stack:
     stack.enter_context(checkpointer)
-    if checkpointer.latest_step() is not None and config.checkpoint.resume:
-      state, meta = checkpointer.restore(ckpt_lib.abstract_like(state))
-      logging.info("Resuming from step %d (%s).", int(state.step), meta)
+    state = restore_or_init(setup, config, checkpointer, mesh)
     start_step = int(state.step)
-
-    step_fn = jax.jit(functools.partial(train_step, setup=setup),
-                      in_shardings=(replicated, batch_sharding),
-                      out_shardings=(replicated, replicated),
-                      donate_argnums=0)
-
     writer = stack.enter_context(contextlib.closing(
         metric_writers.create_default_writer(
             workdir, just_logging=not is_main, asynchronous=True)))
-    jsonl = progress_lib.JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
-    prog = progress_lib.Progress(total_steps=setup.total_steps,
-                                 start_step=start_step,
-                                 images_per_step=setup.global_batch)
-    log_every = max(1, config.log_every)
-    ckpt_every = config.checkpoint.every_steps
-    eval_every = config.eval.get("every_steps", 0)
-
-    def save(step: int, state: TrainState) -> None:
-      checkpointer.save(step, state, {"step": step, "method": config.method,
-                                      "total_steps": setup.total_steps})
-
-    batches = _global_batches(
+    jsonl = (progress_lib.JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+             if is_main else None)
+    extractor = make_extractor(config, setup, mesh)
+    evaluate = functools.partial(evaluate_state, config, setup,
+                                 domains=domains, extractor=extractor)
+    batches = global_batches(
         pipeline.make_train_iterator(
             config, domains, start_step=start_step,
             process_index=jax.process_index(),
             process_count=jax.process_count()),
-        batch_sharding)
-
-    end_step = setup.total_steps
+        mesh)
+    end_step = shape.total_steps
     if max_steps_this_run is not None:
       end_step = min(end_step, start_step + max_steps_this_run)
-    acc, acc_n = None, 0
-    last_good = start_step
     t_start = time.time()
-    step = start_step
-    try:
-      for step in range(start_step, end_step):
-        batch = next(batches)
-        state, metrics = step_fn(state, batch)
-        acc = metrics if acc is None else jax.tree.map(jnp.add, acc, metrics)
-        acc_n += 1
-        done = step + 1
-        is_log = done % log_every == 0 or done == setup.total_steps
-        is_ckpt = ckpt_every and (done % ckpt_every == 0)
-        if is_log or is_ckpt or done == end_step:
-          scalars = {k: v / acc_n for k, v in _to_host(acc).items()}
-          if scalars["nonfinite"] > 0:
-            raise NonFiniteLossError(
-                f"Non-finite loss or gradient between steps {done - acc_n} and "
-                f"{done}. The state from before that step was kept, and the "
-                f"last good checkpoint (step {last_good}) in "
-                f"{checkpointer.directory} is intact. Lower the learning rate "
-                "(--config.optim.base_lr), enable gradient clipping "
-                "(--config.optim.grad_clip_norm=1.0) or train in float32.")
-          scalars.pop("nonfinite")
-          acc, acc_n = None, 0
-          writer.write_scalars(done, scalars)
-          if is_main:
-            jsonl.write({"step": done, **scalars})
-            print(prog.line(done, scalars), flush=True)
-        if is_ckpt and done < setup.total_steps:
-          save(done, state)
-          last_good = done
-        if eval_every and done % eval_every == 0 and done < setup.total_steps:
-          results = evaluate_state(config, setup, state, domains)
-          writer.write_scalars(done, {f"eval/{k}": v
-                                      for k, v in results["mean"].items()})
-    except KeyboardInterrupt:
-      logging.warning("Interrupted at step %d; saving a checkpoint.", step)
-      checkpointer.wait()
-      if int(state.step) > last_good:
-        save(int(state.step), state)
-      raise
-    final_step = int(state.step)
-    if checkpointer.latest_step() != final_step:
-      save(final_step, state)
-    checkpointer.wait()
-    writer.flush()
+    state = train_loop(config, setup, state, make_train_step(setup, mesh),
+                       batches, end_step=end_step, checkpointer=checkpointer,
+                       writer=writer, jsonl=jsonl, evaluate=evaluate)
     train_time = time.time() - t_start
-    if final_step < setup.total_steps or not config.eval.get("at_end", True):
+    final_step = int(state.step)
+    if final_step < shape.total_steps or not config.eval.at_end:
       return state
 
+    results = evaluate(state)
     if is_main:
-      records = jsonl.read()
-      _save_loss_plot(records, os.path.join(workdir, "loss.png"))
-    results = evaluate_state(config, setup, state, domains)
-    if is_main:
-      results["train"] = {
-          "method": config.method, "steps": final_step,
-          "global_batch": setup.global_batch,
-          "steps_this_run": final_step - start_step,
-          "seconds_this_run": round(train_time, 2),
-          "first_loss": records[0]["loss"] if records else None,
-          "final_loss": records[-1]["loss"] if records else None,
-      }
-      report.write_results(results, os.path.join(workdir, "results.json"))
-      print(report.format_table(results), flush=True)
-    writer.write_scalars(final_step, {f"eval/{k}": v
-                                      for k, v in results["mean"].items()})
+      report_results(config, setup, results, workdir, jsonl.read(),
+                     steps=final_step, steps_this_run=final_step - start_step,
+                     seconds_this_run=train_time)
+    _write_eval_scalars(writer, final_step, results)
     return state

@@ -1,5 +1,9 @@
-"""Start-up validation: bad input fails before any data loading or compile."""
+"""The config schema: defaults, loading, derived quantities, validation.
 
+Bad input fails at start-up, before any data loading or compilation.
+"""
+
+import math
 import os
 import subprocess
 import sys
@@ -10,7 +14,9 @@ import pytest
 
 from mdssl_jax import config_lib
 from mdssl_jax import main as main_lib
+from mdssl_jax import methods
 from mdssl_jax import presets
+from mdssl_jax.evaluation import registry as eval_registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,11 +32,191 @@ def test_default_config_validates():
   config_lib.validate(demo_config())
 
 
+def test_eval_suite_keys_and_named_evaluators():
+  c = config_lib.get_default_config()
+  assert set(c.eval) == {"every_steps", "at_end", "feature_batch_size",
+                         "max_train_per_domain", "max_test_per_domain"}
+  assert dict(c.evals.knn) == {"type": "knn", "k": 20, "temperature": 0.07,
+                               "chunk_size": 0}
+  assert c.evals.probe.type == "linear_probe"
+  assert (c.evals.probe.steps, c.evals.probe.batch_size) == (2000, 1024)
+
+
+def test_method_args_come_from_the_schema():
+  for name in methods.available():
+    assert dict(config_lib.get_default_config(name).method_args) == (
+        config_lib.METHOD_ARGS[name]), name
+  with pytest.raises(config_lib.ConfigError, match="available: .*simclr"):
+    config_lib.method_args("simclr2")
+
+
+def test_load_config_by_path_with_argument():
+  path = os.path.join(REPO, "configs", "byol.py")
+  c = config_lib.load_config(path + ":demo,steps=7")
+  assert c.method == "byol" and c.total_steps == 7
+  assert config_lib.load_config(path).total_steps == -1
+  with pytest.raises(config_lib.ConfigError, match="Unknown config argument"):
+    config_lib.load_config(path + ":dmeo")
+  with pytest.raises(config_lib.ConfigError, match="does not exist"):
+    config_lib.load_config(os.path.join(REPO, "configs", "nope.py"))
+
+
+def test_global_batch_is_domains_times_per_domain_batch():
+  c = demo_config()
+  assert config_lib.global_batch(c) == 3 * 8
+  presets.demo_data(c, ("digits",), per_domain_batch=5)
+  assert config_lib.global_batch(c) == 5
+
+
+def test_run_shape_steps_win_over_epochs():
+  c = demo_config()  # total_steps=10; warm-up: 10 epochs by default.
+  c.total_epochs = 5.0
+  c.optim.warmup_steps = 3
+  shape = config_lib.run_shape(c, num_train_examples=1000)
+  assert shape == config_lib.RunShape(
+      global_batch=24, num_train_examples=1000, steps_per_epoch=1000 / 24,
+      total_steps=10, warmup_steps=3)
+
+
+def test_run_shape_epochs_round_up_and_warmup_is_capped():
+  c = demo_config()
+  c.total_steps, c.total_epochs = -1, 2.5
+  c.optim.warmup_steps, c.optim.warmup_epochs = -1, 0.5
+  shape = config_lib.run_shape(c, num_train_examples=1000)
+  assert shape.total_steps == math.ceil(2.5 * 1000 / 24) == 105
+  assert shape.warmup_steps == math.ceil(0.5 * 1000 / 24) == 21
+  c.optim.warmup_epochs = 10.0  # 417 warm-up steps > 105 total: capped.
+  assert config_lib.run_shape(c, 1000).warmup_steps == 105
+  c.optim.warmup_steps = 500  # A step count is capped too.
+  assert config_lib.run_shape(c, 1000).warmup_steps == 105
+
+
+def test_run_shape_epoch_is_at_least_one_step():
+  c = demo_config()
+  c.total_steps, c.total_epochs = -1, 3.0
+  shape = config_lib.run_shape(c, num_train_examples=10)  # < one batch.
+  assert shape.steps_per_epoch == 1.0 and shape.total_steps == 3
+  c.total_epochs = 0.0
+  with pytest.raises(config_lib.ConfigError, match="resolves to 0"):
+    config_lib.run_shape(c, num_train_examples=10)
+
+
 def test_unknown_key_names_key_and_close_match():
   c = demo_config()
   with c.unlocked():
     c.optim.base_lrr = 1.0
   with pytest.raises(config_lib.ConfigError, match=r"optim.base_lrr.*base_lr"):
+    config_lib.validate(c)
+
+
+def test_unknown_key_inside_an_evaluator():
+  c = demo_config()
+  with c.evals.knn.unlocked():
+    c.evals.knn.kk = 3
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"'evals\.knn\.kk'\. Did you mean .*'k'"):
+    config_lib.validate(c)
+
+
+def test_old_eval_keys_are_rejected():
+  c = demo_config()
+  with c.eval.unlocked():
+    c.eval.probe_steps = 100
+  with pytest.raises(config_lib.ConfigError, match=r"'eval\.probe_steps'"):
+    config_lib.validate(c)
+
+
+def test_did_you_mean_names_the_full_key():
+  c = demo_config()
+  with c.unlocked():
+    c.optim.base_lrr = 1.0
+  with c.evals.knn.unlocked():
+    c.evals.knn.kk = 3
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  assert "Did you mean 'optim.base_lr'?" in str(e.value)
+  assert "Did you mean 'evals.knn.k'?" in str(e.value)
+
+
+def test_unknown_evaluator_type_lists_the_types():
+  c = demo_config()
+  c.evals.probe.type = "linear_prob"
+  c.evals.svm = ml_collections.ConfigDict({"type": "svm", "c": 1.0})
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  for name, etype in (("probe", "linear_prob"), ("svm", "svm")):
+    assert (f"evals.{name}.type={etype!r}; use one of "
+            f"{eval_registry.available()}") in str(e.value)
+
+
+def test_evaluator_missing_keys_fail_with_config_error():
+  c = demo_config()
+  c.evals.knn200 = ml_collections.ConfigDict({"type": "knn", "k": 200})
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"evals\.knn200 lacks \['chunk_size', "
+                           r"'temperature'\]"):
+    config_lib.validate(c)
+
+
+def test_evaluator_helper_fills_defaults_and_rejects_unknown_keys():
+  entry = config_lib.evaluator("linear_probe", steps=30_000)
+  assert entry.steps == 30_000 and entry.type == "linear_probe"
+  assert entry.lr == eval_registry.default_config("linear_probe").lr
+  with pytest.raises(config_lib.ConfigError, match="has no keys"):
+    config_lib.evaluator("knn", kk=3)
+
+
+def test_old_eval_key_names_its_new_place():
+  c = demo_config()
+  with c.eval.unlocked():
+    c.eval.probe_steps = 10
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"It moved to 'evals\.probe\.steps'"):
+    config_lib.validate(c)
+
+
+def test_zero_total_steps_is_rejected():
+  c = demo_config()
+  c.total_steps = 0
+  with pytest.raises(config_lib.ConfigError, match="total_steps=0"):
+    config_lib.validate(c)
+
+
+def test_more_named_evaluators_and_their_checks():
+  c = demo_config()
+  c.evals.knn200 = eval_registry.default_config("knn")
+  c.evals.knn200.k = 200
+  config_lib.validate(c)
+  c.evals.knn200.k = 0
+  c.evals.probe.schedule = "linear"
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  assert "evals.knn200: k=0 must be ≥ 1" in str(e.value)
+  assert "evals.probe: schedule='linear'" in str(e.value)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("method_args.lambda1", float("nan")),
+    ("optim.base_lr", float("inf")),
+    ("evals.knn.temperature", -float("inf")),
+    ("evals.probe.lr", float("nan")),
+])
+def test_non_finite_hyperparameters_name_the_key(key, value):
+  c = demo_config()
+  parent, leaf = key.rsplit(".", 1)
+  node = c
+  for part in parent.split("."):
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(config_lib.ConfigError,
+                     match=rf"{key}={value}: must be a finite number"):
+    config_lib.validate(c)
+
+
+def test_non_finite_tuple_entry_names_its_index():
+  c = demo_config()
+  c.data.mean = (0.5, float("nan"), 0.5)
+  with pytest.raises(config_lib.ConfigError, match=r"data\.mean\.1=nan"):
     config_lib.validate(c)
 
 
@@ -80,10 +266,10 @@ def test_lambda_out_of_range_warns_but_runs(lam1, lam2):
 
 
 def test_figure_sign_convention_negates_lambda1():
-  from mdssl_jax.methods.simclr import MDSSL  # pylint: disable=g-import-not-at-top
   args = ml_collections.ConfigDict({"lambda1": -0.9,
                                     "sign_convention": "figure"})
-  assert MDSSL.equation_lambda1(args) == pytest.approx(0.9)
+  assert methods.get_method("mdssl").equation_lambda1(args) == (
+      pytest.approx(0.9))
 
 
 def test_batch_not_divisible_by_devices():
@@ -114,29 +300,10 @@ def test_parse_arg():
 def test_default_workdir():
   import datetime  # pylint: disable=g-import-not-at-top
   now = datetime.datetime(2026, 11, 22, 1, 2, 3)
-  assert main_lib.default_workdir("configs/relicv2_r50.py", now) == os.path.join(
-      "runs", "relicv2_r50", "20261122-010203")
+  assert main_lib.default_workdir("configs/relicv2_r50.py", now) == (
+      os.path.join("runs", "relicv2_r50", "20261122-010203"))
   assert main_lib.default_workdir("x/demo.py:tiny", now).startswith(
       os.path.join("runs", "demo_tiny"))
-
-
-@pytest.mark.parametrize("path,args", [
-    ("configs/demo.py", [None, "simclr", "tiny"]),
-    ("configs/mdssl_cifar_mix.py", [None, "runlocal"]),
-    ("configs/simclr_cifar_mix.py", [None]),
-])
-def test_config_files_validate(path, args):
-  module = config_lib.load_sibling(os.path.join(REPO, path),
-                                   os.path.splitext(os.path.basename(path))[0])
-  for arg in args:
-    config_lib.validate(module.get_config(arg))
-
-
-def test_shared_mix_config_validates(shared_data):
-  module = config_lib.load_sibling(os.path.join(REPO, "configs/x.py"),
-                                   "shared_mix")
-  config_lib.validate(module.get_config(f"shared_dir={shared_data}"))
-  config_lib.validate(module.get_config("simclr"))
 
 
 def test_cli_rejects_bad_override_before_compiling():

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from mdssl_jax import config_lib
 from mdssl_jax import evaluation
 from mdssl_jax.evaluation import linear_probe
 
@@ -340,6 +337,16 @@ def _embed(images):
   return jnp.tanh(flat @ w)
 
 
+def _extractor(embed, **kwargs):
+  return evaluation.FeatureExtractor(lambda params, stats, x: embed(x),
+                                     **kwargs)
+
+
+def _batch_sharding(num_devices):
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:num_devices]), ("data",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
 def test_extract_features_pads_last_batch_and_compiles_once():
   def recording_embed(seen):
     # A fresh function each time, so jit caches cannot hide a retrace.
@@ -350,73 +357,61 @@ def test_extract_features_pads_last_batch_and_compiles_once():
 
   images = np.random.default_rng(11).uniform(size=(10, 4, 4, 3))
   seen = set()
-  feats = evaluation.extract_features(recording_embed(seen), images,
-                                      batch_size=4)
+  feats = _extractor(recording_embed(seen), batch_size=4)(None, None, images)
   assert feats.shape == (10, 5) and feats.dtype == np.float32
   np.testing.assert_allclose(feats, _embed(images.astype(np.float32)),
                              rtol=1e-5, atol=1e-6)
   assert seen == {(4, 4, 4, 3)}  # Every call used the padded shape.
 
   seen = set()
-  evaluation.extract_features(recording_embed(seen), images[:3], batch_size=4,
-                              num_devices=2)
+  _extractor(recording_embed(seen), batch_size=4,
+             sharding=_batch_sharding(2))(None, None, images[:3])
   assert seen == {(4, 4, 4, 3)}  # min(4, 3) rounded up to 2 devices.
   seen = set()
-  small = evaluation.extract_features(recording_embed(seen), images[:3],
-                                      batch_size=256)
+  small = _extractor(recording_embed(seen), batch_size=256)(None, None,
+                                                             images[:3])
   assert seen == {(3, 4, 4, 3)}
   np.testing.assert_allclose(small, feats[:3], rtol=1e-5, atol=1e-6)
 
 
 def test_extract_features_with_sharding_and_edge_cases():
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-  sharding = jax.sharding.NamedSharding(mesh,
-                                        jax.sharding.PartitionSpec("data"))
   images = (np.arange(7 * 2 * 2 * 3) % 255).astype(np.uint8).reshape(
       7, 2, 2, 3)
   embed = lambda x: _embed(x / 255.0)
-  feats = evaluation.extract_features(embed, images, batch_size=3,
-                                      sharding=sharding)
+  feats = _extractor(embed, batch_size=3, sharding=_batch_sharding(1))(
+      None, None, images)
   np.testing.assert_allclose(feats, embed(images.astype(np.float32)),
                              rtol=1e-5, atol=1e-5)
-  empty = evaluation.extract_features(_embed, images[:0], batch_size=3)
+  empty = _extractor(_embed, batch_size=3)(None, None, images[:0])
   assert empty.shape == (0, 5)
   with pytest.raises(ValueError, match=r"\[b, F\]|F\] features"):
-    evaluation.extract_features(lambda x: x, images, batch_size=3)
+    _extractor(lambda x: x, batch_size=3)(None, None, images)
   with pytest.raises(ValueError, match="one \\[batch, F\\] array"):
-    evaluation.extract_features(lambda x: (_embed(x), x), images)
+    _extractor(lambda x: (_embed(x), x), batch_size=3)(None, None, images)
   with pytest.raises(ValueError, match="batch_size"):
-    evaluation.extract_features(_embed, images, batch_size=0)
+    _extractor(_embed, batch_size=0)
+  with pytest.raises(ValueError, match="leading batch axis"):
+    _extractor(_embed, batch_size=3)(None, None, np.float32(1.0))
 
 
-def test_extract_features_multi_device_subprocess():
-  """4 forced CPU devices: batch rounded to a multiple of 4, rows intact."""
-  code = textwrap.dedent("""
-      import jax, jax.numpy as jnp, numpy as np
-      from mdssl_jax.evaluation.features import extract_features
-      assert jax.device_count() == 4
-      mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-      sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-      seen = []
-      def embed(x):
-        seen.append(x.shape)
-        return jnp.tanh(x.reshape(x.shape[0], -1)[:, :5] * 2.0)
-      imgs = np.random.default_rng(0).uniform(size=(11, 2, 2, 3))
-      out = extract_features(embed, imgs, batch_size=6, sharding=sh)
-      ref = np.tanh(imgs.reshape(11, -1)[:, :5] * 2.0)
-      np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-      assert set(seen) == {(8, 2, 2, 3)}, seen
-      print("OK")
-  """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=_REPO,
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+def test_extract_features_multi_device():
+  """4 CPU devices: batch rounded to a multiple of 4, rows intact."""
+  seen = []
+
+  def embed(x):
+    seen.append(x.shape)
+    return jnp.tanh(x.reshape(x.shape[0], -1)[:, :5] * 2.0)
+
+  imgs = np.random.default_rng(0).uniform(size=(11, 2, 2, 3))
+  out = _extractor(embed, batch_size=6, sharding=_batch_sharding(4))(
+      None, None, imgs)
+  ref = np.tanh(imgs.reshape(11, -1)[:, :5] * 2.0)
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+  assert set(seen) == {(8, 2, 2, 3)}, seen
 
 
 # --------------------------------------------------------------------------
-# Report.
+# Suite results and report.
 
 
 def _domain(rng, name, num_classes, n_train, n_test):
@@ -430,19 +425,30 @@ def _domain(rng, name, num_classes, n_train, n_test):
           "test_images": xte, "test_labels": yte, "num_classes": num_classes}
 
 
-def _flatten(images):
-  return images.reshape(images.shape[0], -1)
+_FLATTEN = evaluation.FeatureExtractor(
+    lambda params, stats, x: x.reshape(x.shape[0], -1), batch_size=16)
 
 
-def test_evaluate_domains_and_table():
+def _suite_config(**probe):
+  config = config_lib.get_default_config()
+  config.evals.knn.k = 5
+  config.evals.probe.update(steps=60, batch_size=32, **probe)
+  config.eval.feature_batch_size = 16
+  return config
+
+
+def test_default_suite_results_and_table():
   rng = np.random.default_rng(12)
   domains = [_domain(rng, "blobs3", 3, 60, 30),
              _domain(rng, "blobs_six", 6, 60, 24)]
-  cfg = ml_collections.ConfigDict(dict(probe_steps=60, probe_batch_size=32,
-                                       knn_k=5, feature_batch_size=16))
-  res = evaluation.evaluate_domains(domains, _flatten, cfg)
+  config = _suite_config()
+  res = evaluation.run_suite(config, _FLATTEN, None, None, domains)
   assert list(res["domains"]) == ["blobs3", "blobs_six"]
   d3, d6 = res["domains"]["blobs3"], res["domains"]["blobs_six"]
+  # Exactly the keys results files have always had.
+  assert list(d3) == ["knn_top1", "knn_top5", "probe_top1", "probe_top5",
+                      "probe_train_top1", "probe_final_loss", "n_train",
+                      "n_test", "feature_dim", "num_classes", "chance"]
   assert (d3["n_train"], d3["n_test"], d3["num_classes"]) == (60, 30, 3)
   assert d3["chance"] == pytest.approx(100 / 3)
   assert d3["knn_top5"] is None and d3["probe_top5"] is None
@@ -452,11 +458,15 @@ def test_evaluate_domains_and_table():
   assert res["mean"] == pytest.approx(
       {"knn_top1": 100.0, "probe_top1": 100.0,
        "chance": (100 / 3 + 100 / 6) / 2})
-  assert res["eval_config"]["knn_k"] == 5
+  assert res["eval_config"] == {"eval": config.eval.to_dict(),
+                                "evals": config.evals.to_dict()}
+  assert res["eval_config"]["evals"]["knn"]["k"] == 5
 
   table = evaluation.format_table(res)
   lines = table.splitlines()
-  assert lines[0].split()[0] == "domain"
+  assert lines[0].split() == ["domain", "classes", "n_train", "n_test",
+                              "chance", "kNN@1", "kNN@5", "probe@1",
+                              "probe@5"]
   assert any(l.startswith("blobs3 ") for l in lines)
   assert any(l.startswith("blobs_six ") for l in lines)
   assert lines[-1].split()[0] == "mean"
@@ -464,17 +474,42 @@ def test_evaluate_domains_and_table():
   assert len({len(l) for l in lines[:2]}) == 1  # Header and rule align.
 
 
-def test_evaluate_domains_rejects_bad_input():
+def test_default_suite_table_matches_readme():
+  """The README's demo table, rendered from its numbers, is unchanged."""
+  rows = {"digits": (10, 1438, 359, 94.71, 100.0, 94.99, 100.0),
+          "photos": (7, 2000, 504, 92.86, 100.0, 95.44, 100.0),
+          "textures": (7, 2000, 504, 43.65, 96.23, 46.03, 97.02)}
+  keys = ("num_classes", "n_train", "n_test", "knn_top1", "knn_top5",
+          "probe_top1", "probe_top5")
+  domains = {name: dict(zip(keys, v), chance=100.0 / v[0])
+             for name, v in rows.items()}
+  mean = {k: float(np.mean([d[k] for d in domains.values()]))
+          for k in keys[3:] + ("chance",)}
+  config = config_lib.get_default_config()
+  results = {"domains": domains, "mean": mean,
+             "eval_config": {"evals": config.evals.to_dict()}}
+  readme = (_REPO / "README.md").read_text()
+  start = readme.index("domain     classes")
+  assert evaluation.format_table(results) == readme[
+      start:readme.index("\n```", start)]
+
+
+def test_run_suite_rejects_bad_input():
   rng = np.random.default_rng(13)
   dom = _domain(rng, "a", 2, 8, 4)
-  with pytest.raises(ValueError, match="Unknown eval_cfg keys"):
-    evaluation.evaluate_domains([dom], _flatten, {"probe_stpes": 3})
+  config = _suite_config()
   with pytest.raises(ValueError, match="unique"):
-    evaluation.evaluate_domains([dom, dom], _flatten, {})
+    evaluation.run_suite(config, _FLATTEN, None, None, [dom, dom])
   with pytest.raises(ValueError, match="lacks keys"):
-    evaluation.evaluate_domains([{"name": "x"}], _flatten, {})
+    evaluation.run_suite(config, _FLATTEN, None, None, [{"name": "x"}])
   with pytest.raises(ValueError, match="empty"):
-    evaluation.evaluate_domains([], _flatten, {})
+    evaluation.run_suite(config, _FLATTEN, None, None, [])
+  with pytest.raises(ValueError, match="num_classes must be >= 2"):
+    evaluation.run_suite(config, _FLATTEN, None, None,
+                         [dict(dom, num_classes=1)])
+  config.evals.knn.type = "no_such_type"
+  with pytest.raises(ValueError, match="Unknown evaluator type"):
+    evaluation.run_suite(config, _FLATTEN, None, None, [dom])
 
 
 def _results():

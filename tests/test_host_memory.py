@@ -19,7 +19,9 @@ _PROBE = textwrap.dedent("""
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = (ctypes.c_void_p,)
     if sys.argv[1] == "keep":
+      assert not host_memory.tried()
       assert host_memory.keep_freed_host_memory()
+      assert host_memory.tried()
       assert host_memory.keep_freed_host_memory()  # idempotent
     def round_():
       p = libc.malloc(256 << 20)

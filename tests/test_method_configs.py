@@ -1,10 +1,13 @@
-"""The zoo configs: every variant loads and validates; ImageNet-100 handling.
+"""The zoo configs: per-method recipes, variants, ImageNet-100 handling.
 
 No data are loaded and nothing is compiled here: TFDS variants validate
 without their data, ../shared and ImageNet-100 variants are pointed at
-directories of stand-in .npz files.
+directories of stand-in .npz files. tests/test_config_files.py validates
+every `VARIANTS` entry of every config file; this file checks what the zoo
+configs hold.
 """
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +19,20 @@ from mdssl_jax import presets
 from mdssl_jax.data import sources
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-# Config file → its method and the variants every file must offer.
-ZOO = {
-    "byol": "byol", "mocov3": "mocov3", "msbreg": "msbreg",
-    "vicreg": "vicreg", "barlow_twins": "barlow_twins", "dino": "dino",
-    "swav": "swav", "simclr": "simclr",
-}
-EXTRA_VARIANTS = {
-    "byol": ["stl10", "norm=layer", "stl10,norm=layer"],
-    "msbreg": ["stl10", "stl10,norm=layer"],
-    "dino": ["multicrop"],
-    "swav": ["multicrop"],
-}
+# The zoo: methods with a configs/<method>.py of that method, each offering
+# the reference, :in100, :demo and :shared setups.
+ZOO = [m for m in methods.available() if (CONFIG_DIR / f"{m}.py").exists()]
 
 
-def load(name: str):
-  return config_lib.load_sibling(str(CONFIG_DIR / "x.py"), name)
+def get(name: str, arg: str | None = None):
+  """get_config(arg) of configs/<name>.py."""
+  path = str(CONFIG_DIR / f"{name}.py")
+  return config_lib.load_config(f"{path}:{arg}" if arg else path)
+
+
+def _reference_arg(name: str, dirs: dict[str, str]) -> str | None:
+  # MSBReg's default is ImageNet-100, the paper's setting.
+  return f"in100_dir={dirs['in100']}" if name == "msbreg" else None
 
 
 def _write_npz_dir(path: Path, num_classes: int = 10) -> Path:
@@ -53,41 +54,49 @@ def fake_dirs(tmp_path_factory) -> dict[str, str]:
   return {"shared": str(root / "shared"), "in100": str(root / "in100")}
 
 
-def _variants(name: str, dirs: dict[str, str]) -> list[str | None]:
-  base = [None, "demo", f"shared,shared_dir={dirs['shared']}",
-          f"in100,in100_dir={dirs['in100']}", "demo,steps=7"]
-  if name == "msbreg":  # Its default is ImageNet-100, the paper's setting.
-    base[0] = f"in100_dir={dirs['in100']}"
-  return base + EXTRA_VARIANTS.get(name, [])
+def variants_of(name: str) -> tuple[str, ...]:
+  """The `VARIANTS` of configs/<name>.py."""
+  path = CONFIG_DIR / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"_zoo_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.VARIANTS
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
-def test_every_variant_loads_and_validates(name, fake_dirs, monkeypatch):
+def test_every_method_has_a_config():
+  assert len(ZOO) >= 8 and "mdssl" not in ZOO  # MDSSL: demo.py, *_mix.py.
+  used = {get(path.stem, arg).method
+          for path in CONFIG_DIR.glob("*.py")
+          for arg in variants_of(path.stem)}
+  assert used == set(methods.available())
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_setups(name, fake_dirs, monkeypatch):
   monkeypatch.delenv("IMAGENET100_DIR", raising=False)
-  module = load(name)
-  for arg in _variants(name, fake_dirs):
-    config = module.get_config(arg)
-    config_lib.validate(config)
-    assert config.method == ZOO[name], (name, arg)
-  demo = module.get_config("demo")
+  for arg in variants_of(name):
+    assert get(name, arg).method == name, (name, arg)
+  demo = get(name, "demo")
   assert all(d["source"] == "demo" for d in demo.data.domains)
   assert demo.total_steps == 300 and demo.model.width_multiplier == 0.25
-  assert module.get_config("demo,steps=7").total_steps == 7
-  shared = module.get_config(f"shared,shared_dir={fake_dirs['shared']}")
+  assert get(name, "demo,steps=7").total_steps == 7
+  shared = get(name, f"shared,shared_dir={fake_dirs['shared']}")
+  config_lib.validate(shared)
   assert [d["name"] for d in shared.data.domains] == list(
       presets.SHARED_DOMAINS)
-  reference = module.get_config(
-      None if name != "msbreg" else f"in100_dir={fake_dirs['in100']}")
+  in100 = get(name, f"in100,in100_dir={fake_dirs['in100']}")
+  config_lib.validate(in100)
+  assert in100.data.domains[0]["source"] == "npz"
+  reference = get(name, _reference_arg(name, fake_dirs))
   assert reference.model.depth == 18 and reference.model.width_multiplier == 1
   assert reference.total_steps < 0 and reference.total_epochs >= 300
   assert reference.optim.name == "lars"
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
+@pytest.mark.parametrize("name", ZOO)
 def test_in100_defaults_to_streamed_tfds_subset(name, monkeypatch):
   monkeypatch.delenv("IMAGENET100_DIR", raising=False)
-  config = load(name).get_config(None if name == "msbreg" else "in100")
-  config_lib.validate(config)
+  config = get(name, None if name == "msbreg" else "in100")
   (domain,) = config.data.domains
   assert domain["source"] == "tfds" and domain["tfds_name"] == "imagenet2012"
   assert domain["class_subset"] == "imagenet100"
@@ -98,7 +107,7 @@ def test_in100_defaults_to_streamed_tfds_subset(name, monkeypatch):
 
 def test_in100_reads_dir_from_environment(fake_dirs, monkeypatch):
   monkeypatch.setenv("IMAGENET100_DIR", fake_dirs["in100"])
-  config = load("byol").get_config("in100")
+  config = get("byol", "in100")
   (domain,) = config.data.domains
   assert domain["path"] == fake_dirs["in100"]
   assert domain["num_classes"] == 100
@@ -109,7 +118,7 @@ def test_in100_reads_dir_from_environment(fake_dirs, monkeypatch):
 def test_in100_rejects_labels_beyond_the_subset(tmp_path):
   # A 1000-class directory handed in by mistake fails when the data load.
   path = _write_npz_dir(tmp_path / "in1k", num_classes=1000)
-  config = load("simclr").get_config(f"in100,in100_dir={path}")
+  config = get("simclr", f"in100,in100_dir={path}")
   config.data.image_size = config.views.large.size = 16
   with pytest.raises(ValueError, match="num_classes=100"):
     sources.load_domains(config.data)
@@ -117,7 +126,7 @@ def test_in100_rejects_labels_beyond_the_subset(tmp_path):
 
 def test_imagenet100_streams_the_shipped_subset_from_mock_tfds(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
-  config = load("msbreg").get_config()
+  config = get("msbreg")
   config.data.image_size = config.views.large.size = 24
   config.data.data_dir = str(tmp_path)
   with open(sources.BUILTIN_CLASS_SUBSETS["imagenet100"]) as f:
@@ -135,7 +144,7 @@ def test_imagenet100_streams_the_shipped_subset_from_mock_tfds(tmp_path):
 
 
 def test_imagenet100_explains_missing_imagenet(tmp_path):
-  config = load("byol").get_config("in100")
+  config = get("byol", "in100")
   config.data.data_dir = str(tmp_path / "no_tfds")
   with pytest.raises(sources.DatasetNotFoundError,
                      match="tfds build imagenet2012"):
@@ -143,30 +152,28 @@ def test_imagenet100_explains_missing_imagenet(tmp_path):
 
 
 def test_byol_stl10_is_msbreg_recipe_with_two_views():
-  byol = load("byol").get_config("stl10")
-  msb = load("msbreg").get_config("stl10")
+  byol = get("byol", "stl10")
+  msb = get("msbreg", "stl10")
   assert byol.method == "byol" and msb.method == "msbreg"
   assert byol.views.large.count == 2 and msb.views.large.count == 4
   assert byol.data.domains == msb.data.domains
   # Same peak-lr rule (base × B/256 × K) at K = 2.
   assert byol.optim.base_lr == pytest.approx(2 * msb.optim.base_lr)
-  assert dict(byol.method_args) == dict(
-      methods.get_method("byol").default_args())
+  assert dict(byol.method_args) == config_lib.METHOD_ARGS["byol"]
+  assert byol.evals.to_dict() == msb.evals.to_dict()
 
 
 @pytest.mark.parametrize("name", ["byol", "msbreg"])
 def test_norm_argument_switches_both_heads(name, fake_dirs):
   extra = "" if name == "byol" else f",in100_dir={fake_dirs['in100']}"
-  config = load(name).get_config("norm=layer" + extra)
+  config = get(name, "norm=layer" + extra)
   assert config.projector.norm == config.predictor.norm == "layer"
   assert config.model.norm == "batch"  # The encoder keeps BatchNorm.
 
 
 def test_solo_learn_values_per_method(fake_dirs):
   """Spot checks of METHODS.md §4–§5 defaults in the reference configs."""
-  cfg = {n: load(n).get_config(
-      None if n != "msbreg" else f"in100_dir={fake_dirs['in100']}")
-         for n in ZOO}
+  cfg = {n: get(n, _reference_arg(n, fake_dirs)) for n in ZOO}
   assert cfg["byol"].optim.base_lr == 1.0 and cfg["byol"].ema.base == 0.99
   assert cfg["simclr"].projector.norm == "none"
   assert cfg["simclr"].method_args.temperature == 0.2
@@ -184,7 +191,7 @@ def test_solo_learn_values_per_method(fake_dirs):
     solo = name != "msbreg"
     assert c.optim.clip_lr == solo, name
     assert c.optim.trust_coefficient == (0.02 if solo else 1e-3), name
-    demo = load(name).get_config("demo")  # Tuned with plain LARS.
+    demo = get(name, "demo")  # Tuned with plain LARS.
     assert not demo.optim.clip_lr and demo.optim.trust_coefficient == 1e-3
   msb = cfg["msbreg"]
   assert msb.views.large.count == 4 and msb.data.per_domain_batch == 512

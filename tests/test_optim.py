@@ -2,21 +2,20 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from mdssl_jax import config_lib
 from mdssl_jax import optim
 
 
 def optim_cfg(**kw):
-  base = dict(name="lars", base_lr=0.3, lr_scaling="linear",
-              lr_batch_divisor=256, weight_decay=1e-2, momentum=0.9,
-              trust_coefficient=1e-3, nesterov=False, end_lr_factor=0.0,
-              grad_clip_norm=0.0, warmup_steps=10, warmup_epochs=-1.0)
-  base.update(kw)
-  return ml_collections.ConfigDict(base)
+  """The schema's `config.optim` (LARS, base lr 0.3) with wd 1e-2 and `kw`."""
+  cfg = config_lib.get_default_config().optim
+  cfg.update({"weight_decay": 1e-2, "warmup_steps": 10,
+              "warmup_epochs": -1.0, **kw})
+  return cfg
 
 
 def test_peak_lr_scaling():
@@ -36,14 +35,18 @@ def test_warmup_cosine_values():
                              [0.0, 0.5, 1.0, 0.55, 0.1], atol=1e-6)
 
 
-def test_resolve_durations_epochs_and_steps():
-  c = ml_collections.ConfigDict({"total_steps": -1, "total_epochs": 2.5,
-                                 "optim": {"warmup_steps": -1,
-                                           "warmup_epochs": 0.5}})
-  assert optim.resolve_durations(c, steps_per_epoch=40) == (100, 20)
+def test_run_shape_epochs_and_steps():
+  c = config_lib.get_default_config()
+  c.data.per_domain_batch = 10  # 3 domains: 30 images per step.
+  c.total_steps, c.total_epochs = -1, 2.5
+  c.optim.warmup_steps, c.optim.warmup_epochs = -1, 0.5
+  shape = config_lib.run_shape(c, num_train_examples=1200)
+  assert (shape.global_batch, shape.steps_per_epoch) == (30, 40.0)
+  assert (shape.total_steps, shape.warmup_steps) == (100, 20)
   c.total_steps = 30
   c.optim.warmup_steps = 3
-  assert optim.resolve_durations(c, steps_per_epoch=40) == (30, 3)
+  shape = config_lib.run_shape(c, num_train_examples=1200)
+  assert (shape.total_steps, shape.warmup_steps) == (30, 3)
 
 
 def test_ema_schedule_cosine_and_constant():

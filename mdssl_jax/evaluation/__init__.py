@@ -1,25 +1,30 @@
-"""Frozen-encoder evaluation: feature extraction, kNN, linear probe, report.
+"""Frozen-encoder evaluation: feature extraction, evaluator suite, report.
 
 Synopsis::
 
   from mdssl_jax import evaluation
-  results = evaluation.evaluate_domains(per_domain, embed_fn, cfg.eval)
+  extractor = evaluation.FeatureExtractor(method.features, batch_size=256)
+  results = evaluation.run_suite(config, extractor, params, batch_stats,
+                                 per_domain)
   print(evaluation.format_table(results))
   evaluation.write_results(results, os.path.join(workdir, "eval.json"))
 
-Attributes load on first use, so `mdssl_jax.evaluation.registry` (read by
-the config schema) imports without JAX.
+Evaluators (`config.evals.<name>.type`) are modules named in
+`mdssl_jax.evaluation.registry`. Attributes load on first use, so
+`mdssl_jax.evaluation.registry` (read by the config schema) imports without
+JAX.
 """
 
 import importlib
 
 _EXPORTS = {
-    "EVAL_DEFAULTS": "report",
-    "evaluate_domains": "report",
-    "extract_features": "features",
+    "EvalContext": "suite",
+    "FeatureExtractor": "features",
     "format_table": "report",
     "knn_accuracy": "knn",
     "knn_predict": "knn",
+    "metric_columns": "report",
+    "run_suite": "suite",
     "standardize_features": "linear_probe",
     "topk_accuracy": "knn",
     "train_linear_probe": "linear_probe",

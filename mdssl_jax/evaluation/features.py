@@ -1,25 +1,31 @@
-"""Batched feature extraction with a frozen encoder.
+"""Batched feature extraction with a frozen encoder, compiled once per run.
 
 Synopsis::
 
-  embed_fn = lambda x: model.apply(variables, x, train=False)[0]
-  feats = extract_features(embed_fn, images, batch_size=256)  # [n, F] float32
+  extractor = FeatureExtractor(method.features, batch_size=256,
+                               sharding=batch_sharding)      # once per run
+  feats = extractor(state.params, state.batch_stats, images)  # [n, F] f32
 
-Every batch has the same shape (the last one is zero-padded and the pad rows
-are dropped), so `embed_fn` is compiled exactly once per image shape.
+The parameters are arguments of the jitted function, not constants captured
+in it, so evaluating new parameters (periodic evaluation) reuses the
+compiled program. Every batch has the same shape (the last one is
+zero-padded and the pad rows are dropped): one compilation per image shape
+and batch size for the whole run.
 """
 
 from __future__ import annotations
 
 import collections
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 # Batches dispatched ahead of the one being fetched.
 _PREFETCH = 2
+
+FeaturesFn = Callable[[Any, Any, jax.Array], jax.Array]
 
 
 def _batch_shards(sharding: jax.sharding.NamedSharding) -> int:
@@ -31,89 +37,111 @@ def _batch_shards(sharding: jax.sharding.NamedSharding) -> int:
   return math.prod(sharding.mesh.shape[a] for a in axes)
 
 
-def extract_features(
-    embed_fn: Callable[[jax.Array], jax.Array],
-    images: np.ndarray,
-    *,
-    batch_size: int = 256,
-    num_devices: int | None = None,
-    sharding: jax.sharding.NamedSharding | None = None,
-) -> np.ndarray:
-  """Embeds `images` in fixed-size batches and returns the features.
+class FeatureExtractor:
+  """Embeds image arrays in fixed-size batches with `features_fn`.
 
-  Single-process only: each padded batch is built on the host and placed with
-  `sharding` (if given), so every device in it must be addressable.
+  Single-process only: each padded batch is built on the host and placed
+  with `sharding` (if given), so every device in it must be addressable.
 
-  Args:
-    embed_fn: jit-able function images [b, H, W, 3] float32 -> features
-      [b, F]; it must treat rows independently (eval mode, no batch stats),
-      since pad rows share its batches.
-    images: [n, H, W, 3] array (any numeric dtype; cast to float32).
-    batch_size: rows per call; reduced to n if n is smaller, then rounded up
-      to a multiple of the device count.
-    num_devices: devices the batch axis is split over; defaults to the
-      number of shards of `sharding` along the batch axis, else 1.
-    sharding: optional `NamedSharding` for the [batch, H, W, 3] input; each
-      padded batch is `device_put` with it.
-
-  Returns:
-    [n, F] float32 NumPy features, row i from images[i].
-
-  Raises:
-    ValueError: for a bad batch size / device count, images without a batch
-      axis, or an `embed_fn` whose output is not [batch, F].
+  Attributes:
+    features_fn: the wrapped (un-jitted, differentiable) function.
+    batch_size: requested rows per call (see `__call__`).
+    sharding: the input sharding, or None.
   """
-  # Cast per batch, not here: a uint8 dataset would otherwise be copied 4x.
-  images = np.asarray(images)
-  if images.ndim < 2:
-    raise ValueError(
-        f"images must have a leading batch axis, e.g. [n, H, W, 3]; got "
-        f"shape {images.shape}.")
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-  if num_devices is None:
-    num_devices = _batch_shards(sharding) if sharding is not None else 1
-  if num_devices < 1:
-    raise ValueError(f"num_devices must be >= 1, got {num_devices}.")
-  n = images.shape[0]
-  batch = min(int(batch_size), max(n, 1))
-  batch = -(-batch // num_devices) * num_devices
 
-  fn = jax.jit(embed_fn)
-  batch_shape = (batch,) + images.shape[1:]
-  out = jax.eval_shape(fn, jax.ShapeDtypeStruct(batch_shape, np.float32))
-  if not isinstance(out, jax.ShapeDtypeStruct):
-    raise ValueError(
-        f"embed_fn must return one [batch, F] array, got a "
-        f"{type(out).__name__}; select the features inside embed_fn, e.g. "
-        "lambda x: model.apply(v, x)[0].")
-  out_shape = out.shape
-  if len(out_shape) != 2 or out_shape[0] != batch:
-    raise ValueError(
-        f"embed_fn must map [{batch}, ...] images to [{batch}, F] features, "
-        f"got output shape {out_shape}; pool/flatten inside embed_fn.")
-  if n == 0:
-    return np.zeros((0, out_shape[1]), np.float32)
+  def __init__(self, features_fn: FeaturesFn, *, batch_size: int,
+               sharding: jax.sharding.NamedSharding | None = None):
+    """Jits `features_fn` once.
 
-  feats = np.empty((n, out_shape[1]), np.float32)
-  in_flight = collections.deque()  # (start, device result)
+    Args:
+      features_fn: `(params, batch_stats, images [b, H, W, 3] float32) ->
+        features [b, F]`, e.g. `Method.features`; it must treat rows
+        independently (eval mode, no batch statistics), since pad rows
+        share its batches.
+      batch_size: rows per call; reduced to n for n smaller images, then
+        rounded up to a multiple of the batch shards of `sharding`.
+      sharding: optional `NamedSharding` for the [batch, H, W, 3] input;
+        each padded batch is `device_put` with it.
 
-  def fetch_oldest():
-    first, result = in_flight.popleft()
-    rows = min(batch, n - first)
-    feats[first:first + rows] = np.asarray(result, dtype=np.float32)[:rows]
+    Raises:
+      ValueError: for batch_size < 1.
+    """
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    self.features_fn = features_fn
+    self.batch_size = int(batch_size)
+    self.sharding = sharding
+    self._num_shards = 1 if sharding is None else _batch_shards(sharding)
+    self._fn = jax.jit(features_fn)
 
-  for start in range(0, n, batch):
-    chunk = images[start:start + batch].astype(np.float32)
-    if chunk.shape[0] < batch:
-      pad = np.zeros((batch - chunk.shape[0],) + chunk.shape[1:], np.float32)
-      chunk = np.concatenate([chunk, pad], axis=0)
-    x = jax.device_put(chunk, sharding) if sharding is not None else chunk
-    in_flight.append((start, fn(x)))
-    # A short queue lets dispatch run ahead of fetches without keeping every
-    # batch's features in device memory.
-    if len(in_flight) > _PREFETCH:
+  def _batch_for(self, n: int) -> int:
+    batch = min(self.batch_size, max(n, 1))
+    return -(-batch // self._num_shards) * self._num_shards
+
+  def _out_dim(self, params, batch_stats, batch_shape) -> int:
+    # Same input sharding as the real call, so the trace is shared with it.
+    spec = jax.ShapeDtypeStruct(batch_shape, np.float32,
+                                sharding=self.sharding)
+    out = self._fn.eval_shape(params, batch_stats, spec)
+    if not isinstance(out, jax.ShapeDtypeStruct):
+      raise ValueError(
+          f"features_fn must return one [batch, F] array, got a "
+          f"{type(out).__name__}; select the features inside it, e.g. "
+          "lambda p, s, x: model.apply(...)[0].")
+    if len(out.shape) != 2 or out.shape[0] != batch_shape[0]:
+      raise ValueError(
+          f"features_fn must map [{batch_shape[0]}, ...] images to "
+          f"[{batch_shape[0]}, F] features, got output shape {out.shape}; "
+          "pool/flatten inside it.")
+    return out.shape[1]
+
+  def __call__(self, params: Any, batch_stats: Any,
+               images: np.ndarray) -> np.ndarray:
+    """Features of `images` under `params` / `batch_stats`.
+
+    Args:
+      params: the encoder's parameters (any pytree `features_fn` takes).
+      batch_stats: its BatchNorm statistics (pytree; may be empty).
+      images: [n, H, W, 3] array (any numeric dtype; cast to float32 per
+        batch).
+
+    Returns:
+      [n, F] float32 NumPy features, row i from images[i].
+
+    Raises:
+      ValueError: for images without a batch axis or a `features_fn` whose
+        output is not [batch, F].
+    """
+    # Cast per batch, not here: a uint8 dataset would otherwise be copied 4x.
+    images = np.asarray(images)
+    if images.ndim < 2:
+      raise ValueError(
+          f"images must have a leading batch axis, e.g. [n, H, W, 3]; got "
+          f"shape {images.shape}.")
+    n = images.shape[0]
+    batch = self._batch_for(n)
+    dim = self._out_dim(params, batch_stats, (batch,) + images.shape[1:])
+    feats = np.empty((n, dim), np.float32)
+    in_flight = collections.deque()  # (start, device result)
+
+    def fetch_oldest():
+      first, result = in_flight.popleft()
+      rows = min(batch, n - first)
+      feats[first:first + rows] = np.asarray(result, dtype=np.float32)[:rows]
+
+    for start in range(0, n, batch):
+      chunk = images[start:start + batch].astype(np.float32)
+      if chunk.shape[0] < batch:
+        pad = np.zeros((batch - chunk.shape[0],) + chunk.shape[1:],
+                       np.float32)
+        chunk = np.concatenate([chunk, pad], axis=0)
+      if self.sharding is not None:
+        chunk = jax.device_put(chunk, self.sharding)
+      in_flight.append((start, self._fn(params, batch_stats, chunk)))
+      # A short queue lets dispatch run ahead of fetches without keeping
+      # every batch's features in device memory.
+      if len(in_flight) > _PREFETCH:
+        fetch_oldest()
+    while in_flight:
       fetch_oldest()
-  while in_flight:
-    fetch_oldest()
-  return feats
+    return feats

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdssl_jax.evaluation.evaluators import knn as knn_spec
 from mdssl_jax.losses.common import l2_normalize
 
 # Cap on chunk_size * n_train similarity entries per chunk (solo-learn's).
@@ -110,8 +111,9 @@ def _knn_chunk_scores(train_unit: jax.Array, train_labels: jax.Array,
 
 
 def knn_predict(train_features: np.ndarray, train_labels: np.ndarray,
-                test_features: np.ndarray, *, num_classes: int, k: int = 20,
-                temperature: float = 0.07,
+                test_features: np.ndarray, *, num_classes: int,
+                k: int = knn_spec.DEFAULTS["k"],
+                temperature: float = knn_spec.DEFAULTS["temperature"],
                 chunk_size: int | None = None) -> np.ndarray:
   """Weighted-vote kNN class scores for every test feature.
 
@@ -191,7 +193,8 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 def knn_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
                  test_features: np.ndarray, test_labels: np.ndarray, *,
-                 num_classes: int, k: int = 20, temperature: float = 0.07,
+                 num_classes: int, k: int = knn_spec.DEFAULTS["k"],
+                 temperature: float = knn_spec.DEFAULTS["temperature"],
                  chunk_size: int | None = None) -> dict[str, float]:
   """Top-1 (and top-5) accuracy of the weighted kNN classifier.
 

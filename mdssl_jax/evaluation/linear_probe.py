@@ -6,9 +6,10 @@ Synopsis::
                            steps=5000)
   res["top1"], res["top5"], res["train_top1"], res["final_loss"]
 
-The defaults follow the MDSSL protocol (METHODS.md §2.9, §6.1): SGD with
-lr 0.1 (momentum 0.9), no schedule, no weight decay, batch 1024, 30 000
-iterations. Minibatches walk through seeded permutations of the training
+The defaults are the linear_probe evaluator's (`evaluators/linear_probe.py`
+DEFAULTS): the MDSSL protocol (METHODS.md §2.9, §6.1), SGD with lr 0.1
+(momentum 0.9), no schedule, no weight decay, batch 1024, except 2000
+iterations instead of 30 000 (pass steps=30_000 for it). Minibatches walk through seeded permutations of the training
 set, one per epoch (the remainder batch of each epoch is dropped). Training
 runs as jitted `lax.scan`s of 1000 SGD steps each (one compilation); the
 host only draws the next block of permutation indices, which NumPy does far
@@ -34,9 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mdssl_jax.evaluation.evaluators import linear_probe as probe_spec
 from mdssl_jax.evaluation.knn import topk_accuracy
 
-_SCHEDULES = ("constant", "cosine")
+_SCHEDULES = probe_spec.SCHEDULES
+_DEFAULTS = probe_spec.DEFAULTS
 # SGD steps per jitted call; [block, batch] int32 indices are sent each call.
 _BLOCK_STEPS = 1000
 # Up to this many classes the probe's weight gradient uses a fused reduce.
@@ -284,15 +287,15 @@ def train_linear_probe(
     test_labels: np.ndarray,
     *,
     num_classes: int,
-    steps: int = 30_000,
-    batch_size: int = 1024,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    schedule: str = "constant",
-    standardize: bool = True,
-    seed: int = 0,
+    steps: int = _DEFAULTS["steps"],
+    batch_size: int = _DEFAULTS["batch_size"],
+    lr: float = _DEFAULTS["lr"],
+    momentum: float = _DEFAULTS["momentum"],
+    nesterov: bool = _DEFAULTS["nesterov"],
+    weight_decay: float = _DEFAULTS["weight_decay"],
+    schedule: str = _DEFAULTS["schedule"],
+    standardize: bool = _DEFAULTS["standardize"],
+    seed: int = _DEFAULTS["seed"],
 ) -> dict[str, float]:
   """Trains a softmax-regression probe with SGD and evaluates it.
 

@@ -7,7 +7,8 @@ from mdssl_jax.methods.byol import BYOL, MoCoV3, MSBReg
 from mdssl_jax.methods.dino import DINO
 from mdssl_jax.methods.redundancy import BarlowTwins, VICReg
 from mdssl_jax.methods.relic import RELICv2
-from mdssl_jax.methods.simclr import MDSSL, SimCLR
+from mdssl_jax.methods.mdssl import MDSSL
+from mdssl_jax.methods.simclr import SimCLR
 from mdssl_jax.methods.swav import SwAV
 
 _REGISTRY: dict[str, type[base.Method]] = {}
@@ -32,6 +33,7 @@ def get_method(name: str) -> type[base.Method]:
 
 
 def available() -> list[str]:
+  """Registered method names, sorted."""
   return sorted(_REGISTRY)
 
 

@@ -1,9 +1,10 @@
-"""The method interface every SSL method implements, and its shared network.
+"""The method interface every SSL method implements.
 
 A method declares
-  * its networks: an online :class:`SSLNetwork` (encoder, projector, optional
-    predictor and extra heads) and, when ``has_target`` is set, an EMA target
-    made of the online encoder and projector;
+  * its networks: an online :class:`~mdssl_jax.models.network.SSLNetwork`
+    (encoder, projector, optional predictor and extra heads) and, when
+    ``has_target`` is set, an EMA target made of the online encoder and
+    projector;
   * its views (how many large/small crops it needs, checked at start-up);
   * its pure loss, called from :meth:`Method.loss` on the network outputs;
   * its per-step state updates: the EMA is applied by the shared trainer,
@@ -11,9 +12,10 @@ A method declares
     returned updated by :meth:`Method.loss`.
 
 The trainer (:mod:`mdssl_jax.train`) is the same for every method. Adding a
-method is one module under ``mdssl_jax/methods/`` registered with
-:func:`mdssl_jax.methods.register`, one loss in ``mdssl_jax/losses/`` and one
-config (see README, "Add a method").
+method is one module under ``mdssl_jax/methods/`` registered in
+``mdssl_jax/methods/__init__.py``, its ``method_args`` defaults in
+``config_lib.METHOD_ARGS``, one loss in ``mdssl_jax/losses/`` and one config
+(see README, "Add a method").
 """
 
 from __future__ import annotations
@@ -28,55 +30,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mdssl_jax.models.heads import MLP
-from mdssl_jax.models.resnet import resnet as make_resnet
+from mdssl_jax import config_lib
 from mdssl_jax.losses import monitor as monitor_lib
+from mdssl_jax.models import network as network_lib
 
 PyTree = Any
-
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class SSLNetwork(nn.Module):
-  """Encoder → projector → head → predictor; every stage but the encoder optional.
-
-  Attributes:
-    encoder: module mapping images [B, H, W, 3] to (features [B, F], dict).
-    projector: MLP on the features, or None.
-    head: extra module on the projection (or on the features when there is
-      no projector), called as head(x, train=...): SwAV prototypes, the DINO
-      head. Its output is "head".
-    predictor: MLP on the projection (online branch only), or None.
-  """
-  encoder: nn.Module
-  projector: nn.Module | None = None
-  head: nn.Module | None = None
-  predictor: nn.Module | None = None
-
-  def __call__(self, x: jax.Array, train: bool = True,
-               use_predictor: bool = True) -> dict[str, jax.Array]:
-    """Returns {"features", "proj"?, "head"?, "pred"?}.
-
-    The EMA target branch calls this with use_predictor=False, so it needs
-    (and mirrors) every parameter except the predictor's.
-    """
-    feats, _ = self.encoder(x, train=train)
-    out = {"features": feats}
-    if self.projector is not None:
-      out["proj"] = self.projector(feats, train=train)
-    if self.head is not None:
-      out["head"] = self.head(out.get("proj", feats), train=train)
-    if self.predictor is not None and use_predictor:
-      out["pred"] = self.predictor(out["proj"], train=train)
-    return out
-
-  def features(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """Backbone features [B, F] (what the frozen-encoder evaluation uses)."""
-    return self.encoder(x, train=train)[0]
-
-  def intermediates(self, x: jax.Array, train: bool = False):
-    """(features, dict of block outputs) for CKA and dense heads."""
-    return self.encoder(x, train=train)
 
 
 @dataclasses.dataclass
@@ -101,30 +59,6 @@ class StepAux:
   buffers: dict[str, jax.Array]
 
 
-def build_mlp(cfg: ml_collections.ConfigDict, dtype) -> nn.Module:
-  """An MLP head from a `{hidden_dims, out_dim, norm, last_norm}` config."""
-  return MLP(hidden_dims=tuple(cfg.hidden_dims), out_dim=cfg.out_dim,
-                    norm=cfg.get("norm", "batch"),
-                    last_norm=cfg.get("last_norm", "none"),
-                    activation=cfg.get("activation", "relu"), dtype=dtype)
-
-
-def build_encoder(model_cfg: ml_collections.ConfigDict, dtype) -> nn.Module:
-  """The ResNet backbone described by `config.model`."""
-  impl = model_cfg.get("conv_impl", "auto")
-  if impl == "xla":
-    conv = nn.Conv
-  else:
-    from mdssl_jax.models import fast_conv  # pylint: disable=g-import-not-at-top
-    conv = fast_conv.get_conv(impl)
-  return make_resnet(model_cfg.depth,
-                       width_multiplier=model_cfg.width_multiplier,
-                       stem=model_cfg.stem, dtype=dtype,
-                       norm=model_cfg.get("norm", "batch"), conv=conv,
-                       zero_init_residual=model_cfg.get("zero_init_residual",
-                                                        False))
-
-
 class Method:
   """Base class: a named SSL method over the shared trainer."""
 
@@ -139,15 +73,15 @@ class Method:
     self.config = config
     self.args = config.method_args
     self.total_steps = total_steps
-    self.dtype = _DTYPES[config.get("compute_dtype", "float32")]
+    self.dtype = network_lib.compute_dtype(config.compute_dtype)
     self.network = self.build_network()
 
   # ---- declarations ---------------------------------------------------------
 
   @classmethod
   def default_args(cls) -> ml_collections.ConfigDict:
-    """Schema and defaults of `config.method_args` for this method."""
-    return ml_collections.ConfigDict()
+    """Defaults of `config.method_args` (declared in config_lib.METHOD_ARGS)."""
+    return config_lib.method_args(cls.name)
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> list[str]:
@@ -174,13 +108,15 @@ class Method:
     """Method-specific factor on the peak learning rate."""
     return 1.0
 
-  def build_network(self) -> SSLNetwork:
+  def build_network(self) -> network_lib.SSLNetwork:
+    """Encoder, projector, optional head and (has_predictor) predictor."""
     cfg = self.config
-    predictor = (build_mlp(cfg.predictor, self.dtype)
+    predictor = (network_lib.build_mlp(cfg.predictor, self.dtype)
                  if self.has_predictor else None)
-    return SSLNetwork(encoder=build_encoder(cfg.model, self.dtype),
-                      projector=build_mlp(cfg.projector, self.dtype),
-                      head=self.build_head(), predictor=predictor)
+    return network_lib.SSLNetwork(
+        encoder=network_lib.build_encoder(cfg.model, self.dtype),
+        projector=network_lib.build_mlp(cfg.projector, self.dtype),
+        head=self.build_head(), predictor=predictor)
 
   def build_head(self) -> nn.Module | None:
     """An extra head after the projector (prototypes, DINO head); None."""
@@ -270,7 +206,7 @@ class Method:
     """Frozen backbone features [B, F] in eval mode (projector discarded)."""
     return self.network.apply({"params": params, "batch_stats": batch_stats},
                               images, train=False,
-                              method=SSLNetwork.features)
+                              method=network_lib.SSLNetwork.features)
 
   # ---- the loss -------------------------------------------------------------
 

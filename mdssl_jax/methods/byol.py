@@ -9,7 +9,6 @@ projections of the other views.
 from __future__ import annotations
 
 import jax
-import ml_collections
 
 from mdssl_jax.losses import byol_loss, mocov3_loss, msbreg_loss
 from mdssl_jax.methods import base
@@ -57,10 +56,6 @@ class MoCoV3(base.Method):
   has_target = True
   has_predictor = True
 
-  @classmethod
-  def default_args(cls):
-    return ml_collections.ConfigDict({"temperature": 1.0})
-
   def loss(self, inputs):
     online, target, bs, tbs = online_and_target(self, inputs)
     loss, metrics = mocov3_loss(online["pred"], target,
@@ -83,14 +78,6 @@ class MSBReg(base.Method):
   has_target = True
   has_predictor = True
   large_views = None
-
-  @classmethod
-  def default_args(cls):
-    return ml_collections.ConfigDict({
-        "lambda_s": 0.004, "lambda_b": 0.5,
-        "centroid_mode": "leave_one_out", "renormalize_centroid": False,
-        "singular_mode": "nuclear", "center_singular": False,
-        "brownian_per": "image"})
 
   @classmethod
   def validate(cls, config):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from mdssl_jax import models
 from mdssl_jax.losses import dino_center_update, dino_loss, teacher_temperature
 from mdssl_jax.methods import base
+from mdssl_jax.models import network as network_lib
 
 
 class DINO(base.Method):
@@ -24,24 +24,15 @@ class DINO(base.Method):
   has_target = True
   small_views = None
 
-  @classmethod
-  def default_args(cls):
-    return ml_collections.ConfigDict({
-        "num_prototypes": 4096, "hidden_dim": 2048, "bottleneck_dim": 256,
-        "num_layers": 3, "use_bn": False, "norm_last_layer": True,
-        "student_temp": 0.1, "teacher_temp": 0.07,
-        "warmup_teacher_temp": 0.04, "warmup_teacher_temp_steps": 0,
-        "center_momentum": 0.9, "freeze_last_layer_steps": 0})
-
   def build_network(self):
     a = self.args
     head = models.DINOHead(out_dim=a.num_prototypes, hidden_dim=a.hidden_dim,
                            bottleneck_dim=a.bottleneck_dim,
                            num_layers=a.num_layers, use_bn=a.use_bn,
                            norm_last_layer=a.norm_last_layer, dtype=self.dtype)
-    return base.SSLNetwork(encoder=base.build_encoder(self.config.model,
-                                                      self.dtype),
-                           head=head)
+    return network_lib.SSLNetwork(
+        encoder=network_lib.build_encoder(self.config.model, self.dtype),
+        head=head)
 
   def init_buffers(self):
     return {"center": jnp.zeros((self.args.num_prototypes,), jnp.float32)}

@@ -6,7 +6,6 @@ or stop-gradient.
 
 from __future__ import annotations
 
-import ml_collections
 
 from mdssl_jax.losses import barlow_twins_loss, vicreg_loss
 from mdssl_jax.methods import base
@@ -22,11 +21,6 @@ class VICReg(base.Method):
   """VICReg (Bardes et al. 2022): invariance, variance, covariance (25/25/1)."""
 
   name = "vicreg"
-
-  @classmethod
-  def default_args(cls):
-    return ml_collections.ConfigDict({
-        "sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0})
 
   def loss(self, inputs):
     z1, z2, bs = _two_views(self, inputs)
@@ -46,10 +40,6 @@ class BarlowTwins(base.Method):
   """
 
   name = "barlow_twins"
-
-  @classmethod
-  def default_args(cls):
-    return ml_collections.ConfigDict({"lambd": 5e-3, "scale": 1.0})
 
   def loss(self, inputs):
     z1, z2, bs = _two_views(self, inputs)

@@ -10,7 +10,6 @@ pairs, and every (small → large) pair, normalised by L·(L+S).
 from __future__ import annotations
 
 import jax
-import ml_collections
 
 from mdssl_jax.losses import relic_multiview_loss
 from mdssl_jax.methods import base
@@ -30,13 +29,6 @@ class RELICv2(base.Method):
   has_predictor = True
   large_views = None
   small_views = None
-
-  @classmethod
-  def default_args(cls):
-    return ml_collections.ConfigDict({
-        "temperature": 0.2, "beta": 1.0, "num_negatives": 10,
-        "kl_mode_large": "reverse", "kl_mode_small": "transpose",
-        "contrast_scale": 1.0})
 
   @classmethod
   def validate(cls, config):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from mdssl_jax.losses import l2_normalize, swav_loss
 from mdssl_jax.losses.swav import normalize_prototypes
@@ -35,13 +34,6 @@ class SwAV(base.Method):
 
   name = "swav"
   small_views = None
-
-  @classmethod
-  def default_args(cls):
-    return ml_collections.ConfigDict({
-        "num_prototypes": 3000, "temperature": 0.1, "epsilon": 0.05,
-        "sinkhorn_iters": 3, "queue_size": 0, "queue_start_step": 0,
-        "freeze_prototypes_steps": 0})
 
   @classmethod
   def validate(cls, config):

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from mdssl_jax.losses.common import l2_normalize
 from mdssl_jax.losses.swav import normalize_prototypes
+from mdssl_jax.models.common import check_choice
 
 _NORMS = ("batch", "layer", "none")
 _LAST_NORMS = ("none", "batch_noaffine", "batch", "layer")
@@ -24,12 +25,6 @@ _gelu = functools.partial(nn.gelu, approximate=False)
 _ACTIVATIONS = {"relu": nn.relu, "gelu": _gelu}
 _BN_EPS = 1e-5
 _BN_MOMENTUM = 0.9
-
-
-def _check_choice(name: str, value: Any, valid: Sequence[Any]) -> None:
-  if value not in valid:
-    raise ValueError(
-        f"Unknown {name}={value!r}; valid values are {list(valid)}.")
 
 
 def _check_dims(name: str, dims: Sequence[int]) -> None:
@@ -71,9 +66,9 @@ class MLP(nn.Module):
   dtype: Any = jnp.float32
 
   def __post_init__(self):
-    _check_choice("norm", self.norm, _NORMS)
-    _check_choice("last_norm", self.last_norm, _LAST_NORMS)
-    _check_choice("activation", self.activation, sorted(_ACTIVATIONS))
+    check_choice("norm", self.norm, _NORMS)
+    check_choice("last_norm", self.last_norm, _LAST_NORMS)
+    check_choice("activation", self.activation, sorted(_ACTIVATIONS))
     _check_dims("hidden_dims", self.hidden_dims)
     _check_dims("out_dim", [self.out_dim])
     super().__post_init__()

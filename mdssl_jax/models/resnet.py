@@ -29,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mdssl_jax.models.common import check_choice
+
 ModuleDef = Any
 
 RESNET_DEPTHS: dict[int, tuple[list[int], str]] = {
@@ -63,12 +65,6 @@ def base_width(width_multiplier: float) -> int:
   return max(1, int(round(64 * width_multiplier)))
 
 
-def _check_choice(name: str, value: Any, valid: Sequence[Any]) -> None:
-  if value not in valid:
-    raise ValueError(
-        f"Unknown {name}={value!r}; valid values are {list(valid)}.")
-
-
 def _check_width(width_multiplier: float) -> None:
   if not width_multiplier > 0:
     raise ValueError(
@@ -87,7 +83,7 @@ def feature_dim(depth: int, width_multiplier: float = 1.0) -> int:
     512·w (basic blocks) or 2048·w (bottleneck), with the rounding of
     `base_width`: 8 · base_width(w) · expansion.
   """
-  _check_choice("depth", depth, sorted(RESNET_DEPTHS))
+  check_choice("depth", depth, sorted(RESNET_DEPTHS))
   _check_width(width_multiplier)
   stage_sizes, block = RESNET_DEPTHS[depth]
   return (base_width(width_multiplier) * 2 ** (len(stage_sizes) - 1)
@@ -202,9 +198,9 @@ class ResNet(nn.Module):
   conv: ModuleDef = nn.Conv
 
   def __post_init__(self):
-    _check_choice("block", self.block, _BLOCKS)
-    _check_choice("stem", self.stem, _STEMS)
-    _check_choice("norm", self.norm, _NORMS)
+    check_choice("block", self.block, _BLOCKS)
+    check_choice("stem", self.stem, _STEMS)
+    check_choice("norm", self.norm, _NORMS)
     _check_width(self.width_multiplier)
     if not self.stage_sizes or any(int(n) < 1 for n in self.stage_sizes):
       raise ValueError(
@@ -335,7 +331,7 @@ def resnet(
     An unbound ResNet module; its pooled output has feature_dim(depth,
     width_multiplier) channels.
   """
-  _check_choice("depth", depth, sorted(RESNET_DEPTHS))
+  check_choice("depth", depth, sorted(RESNET_DEPTHS))
   stage_sizes, block = RESNET_DEPTHS[depth]
   return ResNet(stage_sizes=tuple(stage_sizes), block=block,
                 width_multiplier=width_multiplier, stem=stem, dtype=dtype,
