@@ -34,6 +34,7 @@ from typing import Any
 
 import ml_collections
 
+from mdssl_jax.evaluation import overrides as eval_overrides
 from mdssl_jax.evaluation import registry as eval_registry
 
 DTYPES = ("float32", "bfloat16")
@@ -307,16 +308,6 @@ def _schema(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return ref
 
 
-# The flat `config.eval` keys before named evaluators existed.
-_LEGACY_EVAL_KEYS = {
-    "knn_k": "evals.knn.k", "knn_temperature": "evals.knn.temperature",
-    "knn_chunk_size": "evals.knn.chunk_size",
-    **{f"probe_{k}": f"evals.probe.{k}" for k in (
-        "steps", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
-        "schedule", "standardize", "seed")},
-}
-
-
 def _unknown_keys(cfg, ref, prefix="") -> list[str]:
   """Keys of `cfg` missing from the schema `ref`, with close matches."""
   errors = []
@@ -325,8 +316,9 @@ def _unknown_keys(cfg, ref, prefix="") -> list[str]:
     if key not in ref:
       close = difflib.get_close_matches(key, list(ref.keys()), n=1)
       hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
-      if prefix == "eval." and key in _LEGACY_EVAL_KEYS:
-        hint = f" It moved to {_LEGACY_EVAL_KEYS[key]!r}."
+      if prefix == "eval." and key in eval_overrides.LEGACY_KEYS:
+        name, field = eval_overrides.LEGACY_KEYS[key]
+        hint = f" It moved to 'evals.{name}.{field}'."
       errors.append(f"Unknown config key {path!r}.{hint} Valid keys here: "
                     f"{sorted(ref.keys())}.")
     elif isinstance(ref[key], ml_collections.ConfigDict):
@@ -438,8 +430,15 @@ def _batch_errors(config: ml_collections.ConfigDict) -> list[str]:
   return []
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+def validate(config: ml_collections.ConfigDict, *,
+             check_devices: bool = True) -> None:
   """Checks the whole config cheaply (no data loading, no compilation).
+
+  Args:
+    config: the run config.
+    check_devices: also check that the global batch splits over the
+      devices (training); evaluation of a finished run on another machine
+      passes False.
 
   Raises:
     ConfigError: listing every problem, each with the key and the fix.
@@ -472,6 +471,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     errors += sources.missing_sources(config.data)
   errors += _core_errors(config)
   errors += _evaluator_errors(config)
-  errors += _batch_errors(config)
+  if check_devices:
+    errors += _batch_errors(config)
   if errors:
     raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))

@@ -75,9 +75,11 @@ def evaluate_workdir(workdir: str, step: int | None = None,
 def evaluate_config(config: ml_collections.ConfigDict, workdir: str,
                     step: int | None = None) -> dict:
   """`evaluate_workdir` with the (upgraded, overridden) config given."""
+  from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
   from mdssl_jax import train  # pylint: disable=g-import-not-at-top
   from mdssl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
 
+  config_lib.validate(config, check_devices=False)
   setup, state, domains = train.load_for_eval(config, workdir, step=step)
   results = train.evaluate_state(config, setup, state, domains)
   results["train"] = {"method": config.method, "steps": int(state.step)}

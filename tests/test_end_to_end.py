@@ -36,14 +36,17 @@ def demo_run_config():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+  """The 60-step run, with its end-of-run results.json as written."""
   config = demo_run_config()
   workdir = str(tmp_path_factory.mktemp("demo"))
   state = train.train_and_evaluate(config, workdir)
-  return config, workdir, state
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  return config, workdir, state, results
 
 
 def test_loss_falls(trained):
-  _, workdir, _ = trained
+  _, workdir, _, _ = trained
   log = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   losses = [r["loss"] for r in log]
   assert len(losses) == 12
@@ -57,8 +60,7 @@ def test_loss_falls(trained):
 
 
 def test_results_above_chance_and_better_than_init(trained):
-  config, workdir, _ = trained
-  results = json.load(open(os.path.join(workdir, "results.json")))
+  config, _, _, results = trained
   assert set(results["domains"]) == {"digits", "photos", "textures"}
   chance = results["mean"]["chance"]
   assert results["mean"]["probe_top1"] > 2 * chance, results["mean"]
@@ -70,7 +72,7 @@ def test_results_above_chance_and_better_than_init(trained):
   # ~80% kNN on digits and 20-30% on textures, and 60 steps do not beat
   # that; photos are where they help (measured: ~54% -> ~73%).
   domains = sources.load_domains(config.data)
-  setup = train.build_setup(config, domains)
+  setup = train.build_setup(config, train.run_shape(config, domains))
   base = train.evaluate_state(config, setup,
                               train.create_state(setup, config), domains)
   trained_knn = results["domains"]["photos"]["knn_top1"]
@@ -78,9 +80,27 @@ def test_results_above_chance_and_better_than_init(trained):
   assert trained_knn > init_knn + 8, (results["domains"], base["domains"])
 
 
-def test_evaluate_cli_reproduces_results(trained):
-  _, workdir, _ = trained
+def _metrics(results) -> dict:
+  """{(domain, key): value} of every evaluator metric in `results`."""
+  return {(name, k): v for name, row in results["domains"].items()
+          for k, v in row.items() if k.startswith(("knn_", "probe_"))}
+
+
+def test_evaluate_cli_reproduces_training_results_per_step(trained):
+  _, workdir, _, at_end = trained
+  # A fresh restore of the final checkpoint gives training's own numbers.
   again = evaluate.evaluate_workdir(workdir)
-  first = json.load(open(os.path.join(workdir, "results_step60.json")))
-  assert again["domains"]["digits"]["knn_top1"] == pytest.approx(
-      first["domains"]["digits"]["knn_top1"])
+  assert again["train"]["steps"] == 60
+  assert _metrics(again) == pytest.approx(_metrics(at_end), abs=1e-6)
+  with open(os.path.join(workdir, "results_step60.json")) as f:
+    assert _metrics(json.load(f)) == pytest.approx(_metrics(at_end),
+                                                   abs=1e-6)
+  # The step-30 checkpoint is another encoder: other numbers.
+  mid = evaluate.evaluate_workdir(workdir, step=30)
+  assert mid["train"]["steps"] == 30
+  assert os.path.exists(os.path.join(workdir, "results_step30.json"))
+  losses = {name: (row["probe_final_loss"],
+                   at_end["domains"][name]["probe_final_loss"])
+            for name, row in mid["domains"].items()}
+  assert all(a != pytest.approx(b, abs=1e-4) for a, b in losses.values()), (
+      losses)

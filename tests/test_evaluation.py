@@ -1,21 +1,18 @@
-"""Tests for mdssl_jax.evaluation (kNN, linear probe, features, report)."""
+"""Tests for mdssl_jax.evaluation's pieces: kNN, linear probe, feature
+extraction, results files (the suite and registry: test_evaluators.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mdssl_jax import config_lib
 from mdssl_jax import evaluation
 from mdssl_jax.evaluation import linear_probe
-
-_REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------
@@ -347,7 +344,7 @@ def _batch_sharding(num_devices):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
 
-def test_extract_features_pads_last_batch_and_compiles_once():
+def test_feature_extractor_pads_last_batch_and_compiles_once():
   def recording_embed(seen):
     # A fresh function each time, so jit caches cannot hide a retrace.
     def embed(images):
@@ -374,7 +371,7 @@ def test_extract_features_pads_last_batch_and_compiles_once():
   np.testing.assert_allclose(small, feats[:3], rtol=1e-5, atol=1e-6)
 
 
-def test_extract_features_with_sharding_and_edge_cases():
+def test_feature_extractor_with_sharding_and_edge_cases():
   images = (np.arange(7 * 2 * 2 * 3) % 255).astype(np.uint8).reshape(
       7, 2, 2, 3)
   embed = lambda x: _embed(x / 255.0)
@@ -394,7 +391,7 @@ def test_extract_features_with_sharding_and_edge_cases():
     _extractor(_embed, batch_size=3)(None, None, np.float32(1.0))
 
 
-def test_extract_features_multi_device():
+def test_feature_extractor_multi_device():
   """4 CPU devices: batch rounded to a multiple of 4, rows intact."""
   seen = []
 
@@ -411,108 +408,11 @@ def test_extract_features_multi_device():
 
 
 # --------------------------------------------------------------------------
-# Suite results and report.
-
-
-def _domain(rng, name, num_classes, n_train, n_test):
-  means = rng.normal(size=(num_classes, 2, 2, 3)) * 3.0
-  def split(n):
-    y = np.arange(n) % num_classes
-    x = means[y] + 0.3 * rng.normal(size=(n, 2, 2, 3))
-    return x.astype(np.float32), y
-  (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
-  return {"name": name, "train_images": xtr, "train_labels": ytr,
-          "test_images": xte, "test_labels": yte, "num_classes": num_classes}
-
-
-_FLATTEN = evaluation.FeatureExtractor(
-    lambda params, stats, x: x.reshape(x.shape[0], -1), batch_size=16)
-
-
-def _suite_config(**probe):
-  config = config_lib.get_default_config()
-  config.evals.knn.k = 5
-  config.evals.probe.update(steps=60, batch_size=32, **probe)
-  config.eval.feature_batch_size = 16
-  return config
-
-
-def test_default_suite_results_and_table():
-  rng = np.random.default_rng(12)
-  domains = [_domain(rng, "blobs3", 3, 60, 30),
-             _domain(rng, "blobs_six", 6, 60, 24)]
-  config = _suite_config()
-  res = evaluation.run_suite(config, _FLATTEN, None, None, domains)
-  assert list(res["domains"]) == ["blobs3", "blobs_six"]
-  d3, d6 = res["domains"]["blobs3"], res["domains"]["blobs_six"]
-  # Exactly the keys results files have always had.
-  assert list(d3) == ["knn_top1", "knn_top5", "probe_top1", "probe_top5",
-                      "probe_train_top1", "probe_final_loss", "n_train",
-                      "n_test", "feature_dim", "num_classes", "chance"]
-  assert (d3["n_train"], d3["n_test"], d3["num_classes"]) == (60, 30, 3)
-  assert d3["chance"] == pytest.approx(100 / 3)
-  assert d3["knn_top5"] is None and d3["probe_top5"] is None
-  assert d6["knn_top5"] == 100.0 and d6["feature_dim"] == 12
-  for d in (d3, d6):
-    assert d["knn_top1"] == 100.0 and d["probe_top1"] == 100.0
-  assert res["mean"] == pytest.approx(
-      {"knn_top1": 100.0, "probe_top1": 100.0,
-       "chance": (100 / 3 + 100 / 6) / 2})
-  assert res["eval_config"] == {"eval": config.eval.to_dict(),
-                                "evals": config.evals.to_dict()}
-  assert res["eval_config"]["evals"]["knn"]["k"] == 5
-
-  table = evaluation.format_table(res)
-  lines = table.splitlines()
-  assert lines[0].split() == ["domain", "classes", "n_train", "n_test",
-                              "chance", "kNN@1", "kNN@5", "probe@1",
-                              "probe@5"]
-  assert any(l.startswith("blobs3 ") for l in lines)
-  assert any(l.startswith("blobs_six ") for l in lines)
-  assert lines[-1].split()[0] == "mean"
-  assert "100.00" in lines[-1] and "25.00" in lines[-1]
-  assert len({len(l) for l in lines[:2]}) == 1  # Header and rule align.
-
-
-def test_default_suite_table_matches_readme():
-  """The README's demo table, rendered from its numbers, is unchanged."""
-  rows = {"digits": (10, 1438, 359, 94.71, 100.0, 94.99, 100.0),
-          "photos": (7, 2000, 504, 92.86, 100.0, 95.44, 100.0),
-          "textures": (7, 2000, 504, 43.65, 96.23, 46.03, 97.02)}
-  keys = ("num_classes", "n_train", "n_test", "knn_top1", "knn_top5",
-          "probe_top1", "probe_top5")
-  domains = {name: dict(zip(keys, v), chance=100.0 / v[0])
-             for name, v in rows.items()}
-  mean = {k: float(np.mean([d[k] for d in domains.values()]))
-          for k in keys[3:] + ("chance",)}
-  config = config_lib.get_default_config()
-  results = {"domains": domains, "mean": mean,
-             "eval_config": {"evals": config.evals.to_dict()}}
-  readme = (_REPO / "README.md").read_text()
-  start = readme.index("domain     classes")
-  assert evaluation.format_table(results) == readme[
-      start:readme.index("\n```", start)]
-
-
-def test_run_suite_rejects_bad_input():
-  rng = np.random.default_rng(13)
-  dom = _domain(rng, "a", 2, 8, 4)
-  config = _suite_config()
-  with pytest.raises(ValueError, match="unique"):
-    evaluation.run_suite(config, _FLATTEN, None, None, [dom, dom])
-  with pytest.raises(ValueError, match="lacks keys"):
-    evaluation.run_suite(config, _FLATTEN, None, None, [{"name": "x"}])
-  with pytest.raises(ValueError, match="empty"):
-    evaluation.run_suite(config, _FLATTEN, None, None, [])
-  with pytest.raises(ValueError, match="num_classes must be >= 2"):
-    evaluation.run_suite(config, _FLATTEN, None, None,
-                         [dict(dom, num_classes=1)])
-  config.evals.knn.type = "no_such_type"
-  with pytest.raises(ValueError, match="Unknown evaluator type"):
-    evaluation.run_suite(config, _FLATTEN, None, None, [dom])
+# Results files.
 
 
 def _results():
+  # A results file from before `config.evals` (flat eval_config).
   return {"domains": {"d": {"knn_top1": np.float32(12.5), "knn_top5": None,
                             "probe_top1": 50.0, "n_train": np.int64(8)}},
           "mean": {"knn_top1": 12.5, "probe_top1": float("nan")},

@@ -134,8 +134,8 @@ def _separable_domain(rng, name, num_classes, n_train, n_test, shuffle=False):
 
 def _config(**evals):
   config = config_lib.get_default_config()
-  config.evals.knn.k = 10
-  config.evals.probe.update(steps=150, batch_size=64)
+  config.evals.knn.k = 5
+  config.evals.probe.update(steps=60, batch_size=32)
   for name, entry in evals.items():
     config.evals[name] = entry
   return config
@@ -226,6 +226,89 @@ def test_toy_evaluator_plugs_in(monkeypatch):
                                                  "min_count": 3}
   header = report.format_table(res).splitlines()[0].split()
   assert header[-3:] == ["kNN@1", "kNN@5", "centroid@1"]
+
+
+# --------------------------------------------------------------------------
+# Default suite: results and table.
+
+
+_FLATTEN = FeatureExtractor(
+    lambda params, stats, x: x.reshape(x.shape[0], -1), batch_size=16)
+
+
+def test_default_suite_results_and_table():
+  rng = np.random.default_rng(12)
+  domains = [_separable_domain(rng, "blobs3", 3, 60, 30),
+             _separable_domain(rng, "blobs_six", 6, 60, 24)]
+  config = _config()
+  res = suite.run_suite(config, _FLATTEN, None, None, domains)
+  assert list(res["domains"]) == ["blobs3", "blobs_six"]
+  d3, d6 = res["domains"]["blobs3"], res["domains"]["blobs_six"]
+  # Exactly the keys results files have always had.
+  assert list(d3) == ["knn_top1", "knn_top5", "probe_top1", "probe_top5",
+                      "probe_train_top1", "probe_final_loss", "n_train",
+                      "n_test", "feature_dim", "num_classes", "chance"]
+  assert (d3["n_train"], d3["n_test"], d3["num_classes"]) == (60, 30, 3)
+  assert d3["chance"] == pytest.approx(100 / 3)
+  assert d3["knn_top5"] is None and d3["probe_top5"] is None
+  assert d6["knn_top5"] == 100.0 and d6["feature_dim"] == 12
+  for d in (d3, d6):
+    assert d["knn_top1"] == 100.0 and d["probe_top1"] == 100.0
+  assert res["mean"] == pytest.approx(
+      {"knn_top1": 100.0, "probe_top1": 100.0,
+       "chance": (100 / 3 + 100 / 6) / 2})
+  assert res["eval_config"] == {"eval": config.eval.to_dict(),
+                                "evals": config.evals.to_dict()}
+  assert res["eval_config"]["evals"]["knn"]["k"] == 5
+
+  table = report.format_table(res)
+  lines = table.splitlines()
+  assert lines[0].split() == ["domain", "classes", "n_train", "n_test",
+                              "chance", "kNN@1", "kNN@5", "probe@1",
+                              "probe@5"]
+  assert any(l.startswith("blobs3 ") for l in lines)
+  assert any(l.startswith("blobs_six ") for l in lines)
+  assert lines[-1].split()[0] == "mean"
+  assert "100.00" in lines[-1] and "25.00" in lines[-1]
+  assert len({len(l) for l in lines[:2]}) == 1  # Header and rule align.
+
+
+def test_default_suite_table_matches_readme():
+  """The README's demo table, rendered from its numbers, is unchanged."""
+  rows = {"digits": (10, 1438, 359, 94.71, 100.0, 94.99, 100.0),
+          "photos": (7, 2000, 504, 92.86, 100.0, 95.44, 100.0),
+          "textures": (7, 2000, 504, 43.65, 96.23, 46.03, 97.02)}
+  keys = ("num_classes", "n_train", "n_test", "knn_top1", "knn_top5",
+          "probe_top1", "probe_top5")
+  domains = {name: dict(zip(keys, v), chance=100.0 / v[0])
+             for name, v in rows.items()}
+  mean = {k: float(np.mean([d[k] for d in domains.values()]))
+          for k in keys[3:] + ("chance",)}
+  config = config_lib.get_default_config()
+  results = {"domains": domains, "mean": mean,
+             "eval_config": {"evals": config.evals.to_dict()}}
+  readme = (_REPO / "README.md").read_text()
+  start = readme.index("domain     classes")
+  assert report.format_table(results) == readme[
+      start:readme.index("\n```", start)]
+
+
+def test_run_suite_rejects_bad_input():
+  rng = np.random.default_rng(13)
+  dom = _separable_domain(rng, "a", 2, 8, 4)
+  config = _config()
+  with pytest.raises(ValueError, match="unique"):
+    suite.run_suite(config, _FLATTEN, None, None, [dom, dom])
+  with pytest.raises(ValueError, match="lacks keys"):
+    suite.run_suite(config, _FLATTEN, None, None, [{"name": "x"}])
+  with pytest.raises(ValueError, match="empty"):
+    suite.run_suite(config, _FLATTEN, None, None, [])
+  with pytest.raises(ValueError, match="num_classes must be >= 2"):
+    suite.run_suite(config, _FLATTEN, None, None,
+                    [dict(dom, num_classes=1)])
+  config.evals.knn.type = "no_such_type"
+  with pytest.raises(ValueError, match="Unknown evaluator type"):
+    suite.run_suite(config, _FLATTEN, None, None, [dom])
 
 
 # --------------------------------------------------------------------------

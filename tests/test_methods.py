@@ -1,29 +1,28 @@
 """Every registered method trains on the shared trainer (issue #4 item 6).
 
-Real short runs of the shared trainer (`train.build_setup`, `init_state`,
-`train_step` on real pipeline batches; `train.train_and_evaluate` for the
-LayerNorm switch), each starting from the method's own offline demo config
+Each method of `methods.available()` has an entry in EXPECTATIONS (a test
+checks that every registered method has one). A method's short run is one
+real `train.train_and_evaluate` call, made once per module and shared by
+the tests that read it; it starts from the method's own offline demo config
 (`configs/<method>.py:demo`; MDSSL: `configs/demo.py`) shrunk to test size:
 the digits and textures demo domains at 16 px, 32 images per domain per
 step, a width-1/16 ResNet-18 and the demo's peak learning rate.
 
-* every method: finite loss that falls (mean of the first vs the last three
-  logged losses, each the mean over `log_every` steps as in metrics.jsonl)
-  and the collapse-monitor keys in every step's metrics;
-* BYOL, MSBReg, VICReg and SimCLR: mean kNN top-1 (photos and textures
-  domains) after a 60-step run at least twice chance and above the same
-  encoder at initialisation;
-* the LayerNorm head switch of configs/msbreg.py (seed 002 Table 4);
+* LOSS: finite loss that falls (mean of the first vs the last three
+  records, each the mean over `RECORD_EVERY` steps of metrics.jsonl) and
+  the collapse-monitor keys in every step's metrics;
+* KNN: the same, and mean kNN top-1 (photos and textures domains) after a
+  60-step run at least twice chance and above the same encoder at
+  initialisation;
+* OWN_MODULE: tested by its own module (RELICv2: tests/test_relicv2.py);
+* the LayerNorm switch of configs/msbreg.py (seed 002 Table 4);
 * the registry.
 
-RELICv2 is tested with its own module. On CPU, XLA compilation dominates:
-initialisation (a threefry-heavy graph) compiles ~7× faster without XLA's
-optimisations while the train step runs ~7× faster with them, so each run
-compiles the two differently (`xla_optimizations`), once per method.
+On CPU, XLA compilation dominates: the trainer compiles initialisation
+without most optimisations and the step with them (it runs ~7× faster).
 """
 
 import contextlib
-import functools
 import json
 import os
 from pathlib import Path
@@ -38,14 +37,21 @@ from mdssl_jax import methods
 from mdssl_jax import optim
 from mdssl_jax import presets
 from mdssl_jax import train
-from mdssl_jax.data import pipeline
 from mdssl_jax.data import sources
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-ALL_METHODS = ("barlow_twins", "byol", "dino", "mdssl", "mocov3", "msbreg",
-               "relicv2", "simclr", "swav", "vicreg")
-KNN_METHODS = ("byol", "msbreg", "vicreg", "simclr")
-LOSS_ONLY_METHODS = ("mdssl", "mocov3", "barlow_twins", "dino", "swav")
+LOSS, KNN, OWN_MODULE = "loss falls", "knn beats chance and init", "own"
+EXPECTATIONS = {
+    "barlow_twins": LOSS, "byol": KNN, "dino": LOSS, "mdssl": LOSS,
+    "mocov3": LOSS, "msbreg": KNN, "relicv2": OWN_MODULE, "simclr": KNN,
+    "swav": LOSS, "vicreg": KNN,
+}
+TRAINED = [m for m in methods.available()
+           if EXPECTATIONS.get(m) in (LOSS, KNN)]
+KNN_METHODS = [m for m in methods.available() if EXPECTATIONS.get(m) == KNN]
+# Steps and records (means over RECORD_EVERY steps) of a short run.
+RUN_STEPS = {LOSS: 24, KNN: 60}
+RECORD_EVERY = {LOSS: 3, KNN: 5}
 MONITOR_KEYS = ("monitor/z_std_ratio", "monitor/effective_rank",
                 "monitor/uniformity", "monitor/alignment")
 DOMAINS = ("digits", "textures")
@@ -66,27 +72,22 @@ def xla_optimizations(enabled: bool):
     jax.config.update("jax_disable_most_optimizations", old)
 
 
-def demo_config(method: str, *, steps: int, log_every: int = 1,
-                per_domain_batch: int = 32,
+def demo_config(method: str, *, steps: int, per_domain_batch: int = 32,
                 domains: tuple[str, ...] = DOMAINS
                 ) -> ml_collections.ConfigDict:
   """`configs/<method>.py:demo` at test size, keeping the demo's peak lr."""
   if method == "mdssl":
-    config = config_lib.load_sibling(str(CONFIG_DIR / "x.py"),
-                                     "demo").get_config()
+    config = config_lib.load_config(str(CONFIG_DIR / "demo.py"))
   else:
-    config = config_lib.load_sibling(str(CONFIG_DIR / "x.py"),
-                                     method).get_config("demo")
+    config = config_lib.load_config(str(CONFIG_DIR / f"{method}.py:demo"))
   demo_batch = len(config.data.domains) * config.data.per_domain_batch
   peak = optim.peak_learning_rate(config.optim, demo_batch)
   presets.tiny_test_config(config, steps=steps, domains=domains,
                            per_domain_batch=per_domain_batch, image_size=16)
   config.optim.update(lr_scaling="none", base_lr=peak, warmup_steps=3)
-  config.log_every = log_every
   config.mesh_shape = 1
-  config.checkpoint.every_steps = 10_000
-  config.eval.update(probe_steps=50, max_train_per_domain=1000,
-                     max_test_per_domain=400)
+  config.evals.probe.steps = 50
+  config.eval.update(max_train_per_domain=1000, max_test_per_domain=400)
   if method == "swav":  # Exercise the queue: full after 2 steps, then used.
     batch = len(domains) * per_domain_batch
     config.method_args.update(queue_size=2 * batch, queue_start_step=0)
@@ -94,69 +95,70 @@ def demo_config(method: str, *, steps: int, log_every: int = 1,
   return config
 
 
-def short_run(config: ml_collections.ConfigDict, *,
-              evaluate: bool = False) -> dict:
-  """Trains `config.total_steps` steps; optionally evaluates before/after.
-
-  Returns:
-    {"records": one dict of mean metrics per `log_every` steps (what the
-    trainer writes to metrics.jsonl), "steps": every step's metrics,
-    "init"/"final": `train.evaluate_state` results when `evaluate`}.
-  """
-  domains = sources.load_domains(config.data)
-  setup = train.build_setup(config, domains)
-  with xla_optimizations(False):
-    state = jax.jit(functools.partial(train.init_state, setup, config))()
-  out = {}
-  if evaluate:
-    out["init"] = train.evaluate_state(config, setup, state, domains)
-  with xla_optimizations(True):
-    step_fn = jax.jit(functools.partial(train.train_step, setup=setup),
-                      donate_argnums=0)
-    batches = pipeline.make_train_iterator(config, domains, start_step=0)
-    steps = []
-    for _ in range(config.total_steps):
-      state, metrics = step_fn(state, next(batches))
-      steps.append(metrics)
-    steps = [{k: float(v) for k, v in m.items()}
-             for m in jax.device_get(steps)]
-    if evaluate:
-      out["final"] = train.evaluate_state(config, setup, state, domains)
-  n = config.log_every
-  out["steps"] = steps
-  out["records"] = [
-      {k: float(np.mean([m[k] for m in steps[i:i + n]])) for k in steps[0]}
-      for i in range(0, len(steps) - n + 1, n)]
-  out["state"] = state
-  return out
-
-
-def check_loss_falls_and_monitor(run: dict, method: str) -> None:
-  for m in run["steps"]:
-    assert m["nonfinite"] == 0.0, (method, m)
-    for key in MONITOR_KEYS:
-      assert key in m and np.isfinite(m[key]), (method, key, m)
-  losses = np.array([r["loss"] for r in run["records"]])
-  assert np.all(np.isfinite(losses)), (method, losses)
-  first, last = losses[:3].mean(), losses[-3:].mean()
-  assert last < first, (method, losses.round(3).tolist())
-
-
 def read_metrics(workdir) -> list[dict]:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
 
 
+def short_run(method: str, workdir: str) -> dict:
+  """The method's short run through `train.train_and_evaluate`.
+
+  Returns:
+    {"steps": metrics.jsonl (every step), "records": means over
+    RECORD_EVERY steps, "state": the final state; for KNN methods also
+    "final" (results.json) and "init" (the same evaluation of the initial
+    state)}.
+  """
+  kind = EXPECTATIONS[method]
+  domains = KNN_DOMAINS if kind == KNN else DOMAINS
+  config = demo_config(method, steps=RUN_STEPS[kind], domains=domains)
+  config.eval.at_end = kind == KNN
+  out = {"state": train.train_and_evaluate(config, workdir)}
+  steps = read_metrics(workdir)
+  n = RECORD_EVERY[kind]
+  out["steps"] = steps
+  out["records"] = [
+      {k: float(np.mean([m[k] for m in steps[i:i + n]])) for k in steps[0]}
+      for i in range(0, len(steps) - n + 1, n)]
+  if kind == KNN:
+    with open(os.path.join(workdir, "results.json")) as f:
+      out["final"] = json.load(f)
+    loaded = sources.load_domains(config.data)
+    setup = train.build_setup(config, train.run_shape(config, loaded))
+    out["init"] = train.evaluate_state(
+        config, setup, train.create_state(setup, config), loaded)
+  return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """method -> its short run, each made on first use and then shared."""
+  cache = {}
+
+  def get(method):
+    if method not in cache:
+      cache[method] = short_run(method, str(tmp_path_factory.mktemp(method)))
+    return cache[method]
+  return get
+
+
 # ---- Registry ----------------------------------------------------------------
 
 
-def test_registry_lists_all_ten_methods():
-  assert methods.available() == sorted(ALL_METHODS)
-  for name in ALL_METHODS:
+def test_expectations_cover_every_registered_method():
+  assert sorted(EXPECTATIONS) == methods.available()
+  assert set(EXPECTATIONS.values()) <= {LOSS, KNN, OWN_MODULE}
+
+
+def test_registry_names_and_defaults():
+  for name in methods.available():
     cls = methods.get_method(name)
     assert cls.name == name
     defaults = config_lib.get_default_config(name)
     assert defaults.method == name
+    # The one place for method_args defaults is config_lib.METHOD_ARGS.
+    assert cls.default_args().to_dict() == config_lib.METHOD_ARGS[name]
+    assert defaults.method_args.to_dict() == config_lib.METHOD_ARGS[name]
 
 
 def test_unknown_method_is_a_config_error_listing_every_method():
@@ -164,7 +166,7 @@ def test_unknown_method_is_a_config_error_listing_every_method():
   config.method = "byoll"
   with pytest.raises(config_lib.ConfigError) as err:
     config_lib.validate(config)
-  for name in ALL_METHODS:
+  for name in methods.available():
     assert name in str(err.value)
   assert "--config.method" in str(err.value)
 
@@ -172,21 +174,31 @@ def test_unknown_method_is_a_config_error_listing_every_method():
 # ---- Short real runs ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", LOSS_ONLY_METHODS)
-def test_method_trains_with_falling_loss(method):
-  run = short_run(demo_config(method, steps=24, log_every=3))
-  assert len(run["records"]) == 8
-  check_loss_falls_and_monitor(run, method)
+@pytest.mark.parametrize("method", TRAINED)
+def test_method_trains_with_falling_loss(method, runs):
+  run = runs(method)
+  kind = EXPECTATIONS[method]
+  assert [m["step"] for m in run["steps"]] == list(
+      range(1, RUN_STEPS[kind] + 1))
+  assert len(run["records"]) == RUN_STEPS[kind] // RECORD_EVERY[kind]
+  for m in run["steps"]:
+    for key in MONITOR_KEYS:
+      assert key in m and np.isfinite(m[key]), (method, key, m)
+  losses = np.array([r["loss"] for r in run["records"]])
+  assert np.all(np.isfinite(losses)), (method, losses)
+  first, last = losses[:3].mean(), losses[-3:].mean()
+  assert last < first, (method, losses.round(3).tolist())
+  assert all(np.all(np.isfinite(x))
+             for x in jax.tree.leaves(run["state"].params))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", KNN_METHODS)
-def test_short_run_knn_beats_chance_and_initialisation(method):
-  config = demo_config(method, steps=60, log_every=5, domains=KNN_DOMAINS)
-  run = short_run(config, evaluate=True)
-  check_loss_falls_and_monitor(run, method)
+def test_short_run_knn_beats_chance_and_initialisation(method, runs):
+  run = runs(method)
   knn = {name: r["knn_top1"] for name, r in run["final"]["domains"].items()}
   init = {name: r["knn_top1"] for name, r in run["init"]["domains"].items()}
+  assert set(knn) == set(init) == set(KNN_DOMAINS)
   chance = run["final"]["mean"]["chance"]
   mean_knn = float(np.mean(list(knn.values())))
   mean_init = float(np.mean(list(init.values())))
@@ -205,8 +217,8 @@ def _head_norm_layers(tree, head: str) -> dict:
 def test_layer_norm_switch_changes_heads_and_trains(method, tmp_path):
   config = demo_config(method, steps=4)
   domains = sources.load_domains(config.data)
-  shapes = jax.eval_shape(functools.partial(
-      train.init_state, train.build_setup(config, domains), config))
+  shape = train.run_shape(config, domains)
+  shapes = train.abstract_state(train.build_setup(config, shape), config)
   for head in ("projector", "predictor"):  # Default: BatchNorm heads.
     assert set(shapes.batch_stats[head]) == {"norm0"}
     assert set(shapes.params[head]["norm0"]) == {"scale", "bias"}
@@ -214,8 +226,7 @@ def test_layer_norm_switch_changes_heads_and_trains(method, tmp_path):
   # Exactly the command-line override documented in configs/msbreg.py.
   config.update_from_flattened_dict({"projector.norm": "layer",
                                      "predictor.norm": "layer"})
-  setup = train.build_setup(config, domains)
-  shapes = jax.eval_shape(functools.partial(train.init_state, setup, config))
+  shapes = train.abstract_state(train.build_setup(config, shape), config)
   for head in ("projector", "predictor"):
     norms = _head_norm_layers(shapes.params, head)
     assert set(norms) == {"norm0"}

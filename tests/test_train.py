@@ -1,8 +1,17 @@
-"""The shared trainer: sharding, resume, non-finite guard, a real short run."""
+"""The shared trainer: sharding, resume, non-finite guard, checkpoints.
 
-import functools
+One real 6-step run (`full`, module-scoped) is the reference for the resume,
+one-vs-eight-devices, corrupt-checkpoint and `load_for_eval` tests; the
+other programs are compiled without most XLA optimisations (a few steps of
+a tiny model: compile time is what counts).
+"""
+
+import contextlib
+import dataclasses
 import json
 import os
+import shutil
+import types
 
 import jax
 import numpy as np
@@ -15,95 +24,148 @@ from mdssl_jax import sharding as sharding_lib
 from mdssl_jax import train
 from mdssl_jax.data import pipeline, sources
 
+STEPS = 6
 
-def tiny_config(method="mdssl", steps=6):
+
+def tiny_config(method="mdssl", steps=STEPS):
   c = config_lib.get_default_config(method)
   presets.tiny_test_config(c, steps=steps)
   c.optim.base_lr = 0.5
   c.checkpoint.every_steps = 3
-  c.eval.probe_steps = 100
+  c.mesh_shape = 1
   return c
 
 
-def _loss_on_mesh(config, num_devices):
+@contextlib.contextmanager
+def fast_compile():
+  """Compiles inside the block without most XLA optimisations."""
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
+def read_log(workdir) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+  """An uninterrupted STEPS-step MDSSL run on one device."""
+  config = tiny_config()
+  workdir = str(tmp_path_factory.mktemp("full"))
+  state = train.train_and_evaluate(config, workdir)
+  return types.SimpleNamespace(config=config, workdir=workdir,
+                               state=jax.device_get(state),
+                               log=read_log(workdir))
+
+
+def _first_losses(config, num_devices, steps=2):
+  """Losses of the first `steps` steps of `config` on `num_devices`."""
   mesh = sharding_lib.make_mesh(num_devices)
   domains = sources.load_domains(config.data)
-  setup = train.build_setup(config, domains)
-  rep = sharding_lib.replicated(mesh)
-  state = jax.jit(functools.partial(train.init_state, setup, config),
-                  out_shardings=rep)()
-  batch = next(pipeline.make_train_iterator(config, domains, start_step=0))
-  batch = jax.device_put(batch, sharding_lib.batch_sharding(mesh))
-  step = jax.jit(functools.partial(train.train_step, setup=setup),
-                 out_shardings=(rep, rep))
-  state, m1 = step(state, batch)
-  _, m2 = step(state, batch)
-  return np.array([float(m1["loss"]), float(m2["loss"])])
+  setup = train.build_setup(config, train.run_shape(config, domains))
+  state = train.create_state(setup, config, sharding_lib.replicated(mesh))
+  step_fn = train.make_train_step(setup, mesh)
+  batches = train.global_batches(
+      pipeline.make_train_iterator(config, domains, start_step=0), mesh)
+  losses = []
+  for _ in range(steps):
+    state, metrics = step_fn(state, next(batches))
+    losses.append(float(metrics["loss"]))
+  return np.array(losses)
 
 
-@pytest.mark.parametrize("method", ["mdssl", "simclr"])
-def test_one_vs_eight_devices_same_loss(method):
+def test_one_vs_eight_devices_same_loss_mdssl(full):
   assert jax.device_count() == 8, "conftest forces 8 CPU devices"
-  config = tiny_config(method)
-  one = _loss_on_mesh(config, 1)
-  eight = _loss_on_mesh(config, 8)
+  # One device: the trainer's own log of the same config and batches
+  # (batches are a pure function of seed and step).
+  one = np.array([r["loss"] for r in full.log[:2]])
+  with fast_compile():
+    eight = _first_losses(full.config, 8)
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-4)
 
 
-def _params(workdir, config):
-  domains = sources.load_domains(config.data)
-  setup = train.build_setup(config, domains)
-  abstract = jax.eval_shape(functools.partial(train.init_state, setup,
-                                              config))
-  with ckpt_lib.Checkpointer(workdir, async_save=False) as ck:
-    return ck.restore(abstract)
+def test_one_vs_eight_devices_same_loss_simclr():
+  config = tiny_config("simclr")
+  with fast_compile():
+    one = _first_losses(config, 1)
+    eight = _first_losses(config, 8)
+  np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-4)
 
 
-def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
-  config = tiny_config(steps=6)
-  config.mesh_shape = 1
-  full = str(tmp_path / "full")
+def _restore(workdir, config, step=None):
+  setup, state, _ = train.load_for_eval(config, workdir, step=step)
+  return setup, jax.device_get(state)
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(full, tmp_path):
   parts = str(tmp_path / "parts")
-  train.train_and_evaluate(config, full)
-  first = train.train_and_evaluate(config, parts, max_steps_this_run=4)
+  first = train.train_and_evaluate(full.config, parts, max_steps_this_run=4)
   assert int(first.step) == 4
   with ckpt_lib.Checkpointer(parts, async_save=False) as ck:
     assert ck.latest_step() == 4
-  train.train_and_evaluate(config, parts)  # Resumes at 4, ends at 6.
-  a, meta = _params(full, config)
-  b, _ = _params(parts, config)
-  assert int(a.step) == int(b.step) == 6 and meta["step"] == 6
+  train.train_and_evaluate(full.config, parts)  # Resumes at 4, ends at 6.
+  _, b = _restore(parts, full.config)
+  a = full.state
+  assert int(a.step) == int(b.step) == STEPS
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6,
                                                        atol=1e-7),
                (a.params, a.batch_stats, a.opt_state),
                (b.params, b.batch_stats, b.opt_state))
-  log = [json.loads(l) for l in open(os.path.join(parts, "metrics.jsonl"))]
-  assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+  assert [r["step"] for r in read_log(parts)] == list(range(1, STEPS + 1))
+  np.testing.assert_allclose([r["loss"] for r in read_log(parts)],
+                             [r["loss"] for r in full.log], rtol=1e-5)
+
+
+def test_load_for_eval_restores_the_trained_and_earlier_states(full):
+  setup, last = _restore(full.workdir, full.config)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    setup.tx = None  # A plain frozen dataclass, built once per run.
+  assert setup.shape == config_lib.run_shape(
+      full.config, sum(d.num_train for d in sources.load_domains(
+          full.config.data)))
+  assert setup.shape.total_steps == STEPS
+  jax.tree.map(np.testing.assert_array_equal,
+               (last.step, last.params, last.opt_state),
+               (full.state.step, full.state.params, full.state.opt_state))
+  _, mid = _restore(full.workdir, full.config, step=3)
+  assert int(mid.step) == 3
+  moved = jax.tree.leaves(jax.tree.map(
+      lambda x, y: float(np.abs(x - y).max()), mid.params, last.params))
+  assert max(moved) > 0
+  with ckpt_lib.Checkpointer(full.workdir, async_save=False) as ck:
+    _, meta = ck.restore(train.abstract_state(setup, full.config))
+  assert meta == {"step": STEPS, "method": "mdssl", "total_steps": STEPS}
+  with pytest.raises(ckpt_lib.CheckpointError):
+    train.load_for_eval(full.config, full.workdir, step=4)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = tiny_config(steps=12)
-  config.mesh_shape = 1
   config.optim.name = "sgd"
   config.optim.warmup_steps = 3
   config.optim.base_lr = 1e30  # lr(0) = 0, then a blow-up at step 2.
   config.checkpoint.every_steps = 1
   workdir = str(tmp_path / "nan")
-  with pytest.raises(train.NonFiniteLossError, match="last good checkpoint"):
+  with fast_compile(), pytest.raises(train.NonFiniteLossError,
+                                     match="last good checkpoint"):
     train.train_and_evaluate(config, workdir)
   with ckpt_lib.Checkpointer(workdir, async_save=False) as ck:
     steps = ck.all_steps()
   assert steps and max(steps) < 12
-  state, _ = _params(workdir, config)
+  _, state = _restore(workdir, config)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
 
 
-def test_corrupt_checkpoint_gives_clear_error_and_deletes_nothing(tmp_path):
-  config = tiny_config(steps=3)
-  config.mesh_shape = 1
+def test_corrupt_checkpoint_gives_clear_error_and_deletes_nothing(full,
+                                                                  tmp_path):
   workdir = str(tmp_path / "corrupt")
-  train.train_and_evaluate(config, workdir)
-  ck_dir = os.path.join(workdir, "checkpoints", "3")
+  shutil.copytree(full.workdir, workdir)
+  ck_dir = os.path.join(workdir, "checkpoints", str(STEPS))
   for root, _, files in os.walk(ck_dir):
     for f in files:
       if "state" in root and not f.startswith("_"):
@@ -111,5 +173,5 @@ def test_corrupt_checkpoint_gives_clear_error_and_deletes_nothing(tmp_path):
           fh.write(b"garbage")
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   with pytest.raises(ckpt_lib.CheckpointError, match="corrupt"):
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(full.config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before

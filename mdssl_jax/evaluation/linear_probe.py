@@ -9,12 +9,13 @@ Synopsis::
 The defaults are the linear_probe evaluator's (`evaluators/linear_probe.py`
 DEFAULTS): the MDSSL protocol (METHODS.md §2.9, §6.1), SGD with lr 0.1
 (momentum 0.9), no schedule, no weight decay, batch 1024, except 2000
-iterations instead of 30 000 (pass steps=30_000 for it). Minibatches walk through seeded permutations of the training
-set, one per epoch (the remainder batch of each epoch is dropped). Training
-runs as jitted `lax.scan`s of 1000 SGD steps each (one compilation); the
-host only draws the next block of permutation indices, which NumPy does far
-faster than a sort in XLA:CPU, so a few thousand steps on [10k, 512]
-features take seconds on CPU.
+iterations instead of 30 000 (pass steps=30_000 for it). Minibatches walk
+through seeded permutations of the training set, one per epoch (the
+remainder batch of each epoch is dropped). Training runs as jitted
+`lax.scan`s of 1000 SGD steps each (one compilation); the host only draws
+the next block of permutation indices, which NumPy does far faster than a
+sort in XLA:CPU, so a few thousand steps on [10k, 512] features take seconds
+on CPU.
 
 `standardize=True` z-scores every feature dimension with the mean and
 standard deviation of the *training* features (the same affine map is then

@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 
 import ml_collections
 
-from mdssl_jax import config_lib
 from mdssl_jax.evaluation import registry
 
 # Old flat `config.eval` keys -> (evaluator name, key) in `config.evals`.
@@ -66,6 +65,8 @@ def upgrade_config(config: ml_collections.ConfigDict
   """
   if "evals" in config:
     return config
+  # Here, not at the top: config_lib may import this module's LEGACY_KEYS.
+  from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
   suite = config_lib.get_default_config().eval.to_dict()
   evals = {name: registry.default_config(etype).to_dict()

@@ -54,7 +54,8 @@ def run(cfg, data: EvalContext) -> dict[str, float | None]:
     {"top1": test %, "top5": test % or None when < 5 classes, "train_top1":
      %, "final_loss": train cross-entropy after training}.
   """
-  from mdssl_jax.evaluation import linear_probe  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from mdssl_jax.evaluation import linear_probe
   res = linear_probe.train_linear_probe(
       data.train_features, data.train_labels, data.test_features,
       data.test_labels, num_classes=data.num_classes, steps=cfg.steps,
