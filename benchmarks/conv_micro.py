@@ -31,10 +31,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax  # pylint: disable=g-import-not-at-top
+# After the environment set-up above (XLA and TensorFlow read it at import).
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
 
-from mdssl_jax.host_memory import keep_freed_host_memory  # pylint: disable=g-import-not-at-top
-from mdssl_jax.models import fast_conv  # pylint: disable=g-import-not-at-top
+from mdssl_jax import host_memory
+from mdssl_jax.models import fast_conv
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _BUSY_THRESHOLD = 0.10
 
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
       help="keep freed host memory mapped (glibc mallopt, "
       "mdssl_jax/host_memory.py), as training does on CPU by default")
   args = parser.parse_args(argv)
-  tuned = keep_freed_host_memory() if args.malloc_tune else False
+  tuned = host_memory.keep_freed_host_memory() if args.malloc_tune else False
   known = {l.name: l for l in LAYERS}
   unknown = [n for n in args.layers if n not in known]
   if unknown:

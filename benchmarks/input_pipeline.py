@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from conv_micro import (  # pylint: disable=g-import-not-at-top
     _BUSY_THRESHOLD, CpuShare, cpu_model)
-from mdssl_jax.host_memory import keep_freed_host_memory  # pylint: disable=g-import-not-at-top
 from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
+from mdssl_jax import host_memory  # pylint: disable=g-import-not-at-top
 from mdssl_jax import presets  # pylint: disable=g-import-not-at-top
 from mdssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from mdssl_jax.data import sources  # pylint: disable=g-import-not-at-top
@@ -91,7 +91,7 @@ def time_pipeline(config, domains, batches: int, warmup: int):
   return seconds, rows, views, share.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--data", nargs="+", default=["demo", "shared"],
                       choices=["demo", "shared"])
@@ -110,12 +110,14 @@ def main(argv: list[str] | None = None) -> int:
       help="keep freed host memory (mdssl_jax/host_memory.py), as a CPU "
       "training run does by default")
   args = parser.parse_args(argv)
-  tuned = keep_freed_host_memory() if args.malloc_tune else False
   if args.batches < 1 or args.per_domain_batch < 1:
     parser.error("--batches and --per_domain_batch must be >= 1.")
   if args.step_images_per_sec <= 0:
     parser.error("--step_images_per_sec must be > 0.")
+  return args
 
+
+def _print_header(args: argparse.Namespace, tuned: bool) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; "
         f"python {platform.python_version()}, tensorflow {tf.__version__}; "
@@ -128,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{'x step':>7s} {'others':>6s}")
   print(header)
   print("-" * len(header), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parse_args(argv)
+  tuned = (host_memory.keep_freed_host_memory() if args.malloc_tune
+           else False)
+  _print_header(args, tuned)
   any_busy = False
   t_start = time.perf_counter()
   for data in args.data:

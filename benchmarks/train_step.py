@@ -2,7 +2,8 @@ r"""Benchmark of the jitted train step (no input pipeline).
 
 For each method (`--methods`) and conv implementation (`--conv_impl`),
 builds the real config (`config_lib.get_default_config` + `presets`), the
-setup and state, jits `train.train_step` (state donated), warms it up and
+setup and state, compiles the trainer's step (`train.make_train_step` on
+one device, state donated), warms it up and
 times `--steps` steps on one fixed device-resident batch of random images.
 Prints images/s (views encoded per second: source images × views, e.g.
 2·256 / step time, the unit of benchmarks/peer_lightly.py), ms/step, GFLOP/s
@@ -25,7 +26,6 @@ compute_dtype=bfloat16 and reports MFU against a measured bf16 matmul peak
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import platform
 import resource
@@ -37,18 +37,21 @@ from typing import Any, Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+# After the environment set-up above (XLA and TensorFlow read it at import).
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from conv_micro import (  # pylint: disable=g-import-not-at-top
-    _BUSY_THRESHOLD, CpuShare, cpu_model)
-from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
-from mdssl_jax.host_memory import keep_freed_host_memory  # pylint: disable=g-import-not-at-top
-from mdssl_jax import presets  # pylint: disable=g-import-not-at-top
-from mdssl_jax import train  # pylint: disable=g-import-not-at-top
-from mdssl_jax.data import sources  # pylint: disable=g-import-not-at-top
-from mdssl_jax.losses import mdssl_loss  # pylint: disable=g-import-not-at-top
+from conv_micro import _BUSY_THRESHOLD, CpuShare, cpu_model
+from mdssl_jax import config_lib
+from mdssl_jax import host_memory
+from mdssl_jax import presets
+from mdssl_jax import sharding as sharding_lib
+from mdssl_jax import train
+from mdssl_jax.data import sources
+from mdssl_jax.losses import mdssl_loss
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 METHODS = ("simclr", "mdssl", "byol", "relicv2")
 _DEMO = presets.DEMO_DOMAINS
@@ -127,7 +130,8 @@ def make_config(method: str, args: argparse.Namespace, conv_impl: str):
   return c
 
 
-def fake_batch(config, rng: np.random.Generator) -> dict[str, jax.Array]:
+def fake_batch(config, rng: np.random.Generator,
+               mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   """A device-resident batch shaped like the pipeline's, random content."""
   n_dom = len(config.data.domains)
   per = config.data.per_domain_batch
@@ -144,11 +148,11 @@ def fake_batch(config, rng: np.random.Generator) -> dict[str, jax.Array]:
     s = config.views.small.size
     out["small"] = rng.standard_normal(
         (b, config.views.small.count, s, s, 3), np.float32)
-  return jax.device_put(out)
+  return jax.device_put(out, sharding_lib.batch_sharding(mesh))
 
 
 def time_step(config, steps: int, warmup: int) -> dict[str, Any]:
-  """Compiles and times `train.train_step` for one config.
+  """Compiles and times the trainer's step for one config.
 
   Args:
     config: a validated run config.
@@ -161,11 +165,11 @@ def time_step(config, steps: int, warmup: int) -> dict[str, Any]:
     (minor page faults per timed step).
   """
   domains = sources.load_domains(config.data)
-  setup = train.build_setup(config, domains)
-  state = train.create_state(setup, config)
-  batch = fake_batch(config, np.random.default_rng(0))
-  step = jax.jit(functools.partial(train.train_step, setup=setup),
-                 donate_argnums=0)
+  setup = train.build_setup(config, train.run_shape(config, domains))
+  mesh = sharding_lib.make_mesh(1)  # The default device.
+  state = train.create_state(setup, config, sharding_lib.replicated(mesh))
+  batch = fake_batch(config, np.random.default_rng(0), mesh)
+  step = train.make_train_step(setup, mesh)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error("--steps must be >= 1 and --batch >= 2.")
   # Before the backend starts its threads (they would get malloc arenas of
   # their own under glibc's defaults).
-  tuned = keep_freed_host_memory() if args.malloc_tune else False
+  tuned = host_memory.keep_freed_host_memory() if args.malloc_tune else False
   backend = jax.default_backend()
   if args.device == "gpu" and backend != "gpu":
     parser.error(f"--device gpu needs a GPU backend; jax has {backend!r}.")

@@ -463,12 +463,8 @@ def validate(config: ml_collections.ConfigDict, *,
     errors += method_cls.validate(config)
   for w in caught:
     warnings.warn(str(w.message), stacklevel=2)
-  try:
-    sources.validate_data_config(config.data)
-  except ValueError as e:
-    errors.append(str(e))
-  else:
-    errors += sources.missing_sources(config.data)
+  data_errors = sources.data_config_errors(config.data)
+  errors += data_errors or sources.missing_sources(config.data)
   errors += _core_errors(config)
   errors += _evaluator_errors(config)
   if check_devices:

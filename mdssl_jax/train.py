@@ -286,24 +286,23 @@ def train_loop(config: ml_collections.ConfigDict, setup: Setup,
   """Steps `state` up to `end_step` and checkpoints the last state.
 
   Every `config.log_every` steps (and at the end) the mean metrics since the
-  last log go to `writer`, `jsonl` and the console; a checkpoint is saved
+  last log go to `writer`, `jsonl` and the console; checkpoints are saved
   every `config.checkpoint.every_steps` steps and at the end; `evaluate`
-  (if given) runs every `config.eval.every_steps` steps before the last
-  one. An interrupt saves a checkpoint of the last finished step and
-  re-raises.
+  runs every `config.eval.every_steps` steps before the last. An interrupt
+  saves the last finished step and re-raises.
 
   Args:
     config: the validated run config.
     setup: the run's setup.
-    state: the state to continue from (its step is the first step's index).
+    state: the state to continue from, at step `int(state.step)`.
     step_fn: from `make_train_step`.
-    batches: global batches from step `int(state.step)` on.
+    batches: global batches from that step on.
     end_step: stop after this step (≤ setup.shape.total_steps).
     checkpointer: where checkpoints go.
-    writer: metric writer for training and periodic-evaluation scalars.
+    writer: metric writer (training and periodic-evaluation scalars).
     jsonl: metrics.jsonl writer; None (other processes) also skips the
       console lines.
-    evaluate: state -> results dict (with "mean"), for periodic evaluation.
+    evaluate: state -> results with "mean", for periodic evaluation.
 
   Returns:
     The state after `end_step` steps.
@@ -394,14 +393,15 @@ def evaluate_state(config: ml_collections.ConfigDict, setup: Setup,
     state: the state to evaluate (its params and batch_stats).
     domains: the run's domains.
     extractor: the run's extractor (`make_extractor`), shared by every
-      evaluation so that nothing recompiles; None: a new one on the
-      default device.
+      evaluation so that nothing recompiles; None: a new one over the mesh
+      the state lives on.
 
   Returns:
     `suite.run_suite`'s results: {"domains", "mean", "eval_config"}.
   """
   if extractor is None:
-    extractor = make_extractor(config, setup)
+    placed = jax.tree.leaves(state.params)[0].sharding
+    extractor = make_extractor(config, setup, getattr(placed, "mesh", None))
   per_domain = pipeline.make_eval_arrays(
       config, domains, max_train=config.eval.max_train_per_domain,
       max_test=config.eval.max_test_per_domain)
@@ -431,7 +431,7 @@ def load_for_eval(config: ml_collections.ConfigDict, workdir: str,
   Raises:
     ckpt_lib.CheckpointError: no such checkpoint, or it cannot be restored.
   """
-  jax.config.update("jax_threefry_partitionable", True)
+  jax.config.update("jax_threefry_partitionable", True)  # As in training.
   domains = sources.load_domains(config.data)
   setup = build_setup(config, run_shape(config, domains))
   mesh = sharding_lib.make_mesh(config.mesh_shape)
@@ -441,28 +441,16 @@ def load_for_eval(config: ml_collections.ConfigDict, workdir: str,
   return setup, state, domains
 
 
-def report_results(config: ml_collections.ConfigDict, setup: Setup,
+def _write_results(config: ml_collections.ConfigDict, setup: Setup,
                    results: dict[str, Any], workdir: str,
-                   records: list[dict[str, Any]], *, steps: int,
-                   steps_this_run: int, seconds_this_run: float) -> None:
-  """Adds the run's summary to `results`, writes results.json, prints them.
-
-  Args:
-    config: the run config.
-    setup: the run's setup.
-    results: from `evaluate_state`; gains a "train" entry.
-    workdir: where results.json and loss.png go.
-    records: the metrics.jsonl rows of the run.
-    steps: the final step.
-    steps_this_run: steps trained by this call (fewer after a resume).
-    seconds_this_run: their wall time.
-  """
+                   records: list[dict[str, Any]], **summary: Any) -> None:
+  """loss.png, then results.json with the run's summary; prints the table."""
   progress_lib.save_loss_plot(records, os.path.join(workdir, "loss.png"))
   results["train"] = {
-      "method": config.method, "steps": steps,
+      "method": config.method, "steps": summary["steps"],
       "global_batch": setup.shape.global_batch,
-      "steps_this_run": steps_this_run,
-      "seconds_this_run": round(seconds_this_run, 2),
+      "steps_this_run": summary["steps_this_run"],
+      "seconds_this_run": round(summary["seconds_this_run"], 2),
       "first_loss": records[0]["loss"] if records else None,
       "final_loss": records[-1]["loss"] if records else None,
   }
@@ -554,7 +542,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     results = evaluate(state)
     if is_main:
-      report_results(config, setup, results, workdir, jsonl.read(),
+      _write_results(config, setup, results, workdir, jsonl.read(),
                      steps=final_step, steps_this_run=final_step - start_step,
                      seconds_this_run=train_time)
     _write_eval_scalars(writer, final_step, results)

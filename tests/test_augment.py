@@ -11,6 +11,8 @@ from scipy import ndimage
 import tensorflow as tf
 
 from mdssl_jax.data import augment as aug
+from mdssl_jax.data.augment import crop
+from mdssl_jax.data.augment import slots
 
 _IDENT = dict(crop_area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0.0,
               jitter_p=0.0, brightness=0.4, contrast=0.4, saturation=0.2,
@@ -32,10 +34,13 @@ def _uniforms(n, seed=0):
 
 
 def _view(image, seed, **overrides):
+  """One view of one image, its uniforms drawn from a [2] seed."""
   params = dict(_IDENT, **overrides)
   out_size = params.pop("out_size", image.shape[0])
-  return aug.augment_view(tf.constant(image), tf.constant(seed, tf.int64),
-                          out_size=out_size, **params).numpy()
+  u = tf.random.stateless_uniform([1, aug.NUM_UNIFORMS],
+                                  tf.constant(seed, tf.int64))
+  return aug.augment_batch(tf.constant(image[None]), u, out_size=out_size,
+                           **params).numpy()[0]
 
 
 def _batch(images, u, **overrides):
@@ -100,7 +105,7 @@ def test_full_crop_equals_resize_of_whole_image(out_size):
 def test_random_crops_match_tf_resize_of_the_window():
   images = _images(32, seed=4)
   u = tf.constant(_uniforms(32, 4))
-  top, left, ch, cw = (t.numpy().astype(int) for t in aug._crop_windows(
+  top, left, ch, cw = (t.numpy().astype(int) for t in crop.crop_windows(
       u, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3)))
   for out_size in (32, 12):
     got = _batch(images, u.numpy(), out_size=out_size,
@@ -121,7 +126,7 @@ def test_random_crops_match_tf_resize_of_the_window():
 def test_crop_window_distribution(hw, area, aspect):
   h, w = hw
   n = 2000
-  top, left, ch, cw = (t.numpy() for t in aug._crop_windows(
+  top, left, ch, cw = (t.numpy() for t in crop.crop_windows(
       tf.constant(_uniforms(n, 5)), h, w, area, aspect))
   assert (top >= 0).all() and (left >= 0).all()
   assert (top + ch <= h).all() and (left + cw <= w).all()
@@ -147,7 +152,7 @@ def test_crop_fallback_is_central_when_no_attempt_fits():
   # Aspect range far from a tall image's shape: torchvision falls back to a
   # central crop at the closest allowed ratio.
   u = tf.constant(_uniforms(16, 6))
-  top, left, ch, cw = (t.numpy() for t in aug._crop_windows(
+  top, left, ch, cw = (t.numpy() for t in crop.crop_windows(
       u, 40, 10, (1.0, 1.0), (2.0, 3.0)))
   np.testing.assert_array_equal(cw, 10)
   np.testing.assert_array_equal(ch, 5)
@@ -253,11 +258,11 @@ def test_colour_jitter_matches_numpy_reference_in_random_order():
   got = _batch(images, u, jitter_p=1.0, **strengths)
   orders = set()
   for i in range(n):
-    b = 0.6 + 0.8 * u[i, aug._SLOT_BRIGHT]
-    c = 0.6 + 0.8 * u[i, aug._SLOT_CONTRAST]
-    s = 0.8 + 0.4 * u[i, aug._SLOT_SAT]
-    dh = 0.1 * (2 * u[i, aug._SLOT_HUE] - 1)
-    order = tuple(np.argsort(u[i, aug._SLOT_ORDER]))
+    b = 0.6 + 0.8 * u[i, slots.BRIGHT]
+    c = 0.6 + 0.8 * u[i, slots.CONTRAST]
+    s = 0.8 + 0.4 * u[i, slots.SAT]
+    dh = 0.1 * (2 * u[i, slots.HUE] - 1)
+    order = tuple(np.argsort(u[i, slots.ORDER]))
     orders.add(order)
     ref = _np_jitter(images[i] / 255.0, b, c, s, dh, order)
     np.testing.assert_allclose(got[i], ref, atol=2e-4)
@@ -269,10 +274,10 @@ def test_jitter_order_matters():
   # contrast-then-brightness once clipping or the mean interact.
   image = _images(1, h=8, w=8, seed=13)
   u = _uniforms(2, 13)
-  u[:, aug._SLOT_BRIGHT] = 1.0  # b = 1.4
-  u[:, aug._SLOT_CONTRAST] = 0.0  # c = 0.6
-  u[0, aug._SLOT_ORDER] = [0.1, 0.2, 0.3, 0.4]
-  u[1, aug._SLOT_ORDER] = [0.2, 0.1, 0.3, 0.4]
+  u[:, slots.BRIGHT] = 1.0  # b = 1.4
+  u[:, slots.CONTRAST] = 0.0  # c = 0.6
+  u[0, slots.ORDER] = [0.1, 0.2, 0.3, 0.4]
+  u[1, slots.ORDER] = [0.2, 0.1, 0.3, 0.4]
   out = _batch(np.repeat(image, 2, 0), u, jitter_p=1.0, saturation=0.0,
                hue=0.0)
   assert np.abs(out[0] - out[1]).max() > 0.01
@@ -306,9 +311,9 @@ def test_bad_parameters_raise():
     _view(image, [0, 0], gray_p=1.5)
   with pytest.raises(ValueError, match="mean/std"):
     _view(image, [0, 0], std=(1.0, 0.0, 1.0))
-  with pytest.raises(ValueError, match="one"):
-    aug.augment_view(tf.constant(_images(2)), tf.constant([0, 0]),
-                     out_size=32, **_IDENT)
+  with pytest.raises(ValueError, match="uint8 \\[B, H, W, 3\\]"):
+    aug.augment_batch(tf.constant(image), _uniforms(1), out_size=32,
+                      **_IDENT)  # One image, not a batch.
 
 
 # ----------------------------------------------------------------------------
@@ -356,23 +361,31 @@ def test_saliency_masking_replaces_background_with_one_grey_level():
   assert greys[:, 0].std() > 50  # Levels spread over [0, 255].
 
 
+def _mask_one(image, mask, seed, prob):
+  """saliency_mask_batch on one image, its uniforms drawn from a seed."""
+  u = tf.random.stateless_uniform([1, aug.NUM_SALIENCY_UNIFORMS],
+                                  tf.constant(seed, tf.int64))
+  return aug.saliency_mask_batch(tf.constant(image[None]),
+                                 tf.constant(np.asarray(mask)[None]), u,
+                                 prob=prob).numpy()[0]
+
+
 def test_saliency_threshold_behaviour():
   image = _images(1, h=20, w=20, seed=19)[0]
   small = np.zeros((20, 20), np.float32)
   small[:3, :4] = 1.0  # 12 / 400 = 3% < 5%.
   big = _half_mask(20, 20)
   for k in range(20):
-    seed = tf.constant([k, 99], tf.int64)
-    kept = aug.apply_saliency_mask(image, small, seed, prob=1.0).numpy()
+    seed = [k, 99]
+    kept = _mask_one(image, small, seed, prob=1.0)
     np.testing.assert_array_equal(kept, image)
-    masked = aug.apply_saliency_mask(image, big, seed, prob=1.0).numpy()
+    masked = _mask_one(image, big, seed, prob=1.0)
     np.testing.assert_array_equal(masked[:, :10], image[:, :10])
     assert len(np.unique(masked[:, 10:])) == 1
   # Soft masks are binarised at 0.5; uint8 0/255 masks work too.
   soft = big * 0.6 + 0.2  # 0.8 inside, 0.2 outside.
-  a = aug.apply_saliency_mask(image, soft, seed, prob=1.0).numpy()
-  b = aug.apply_saliency_mask(image, (big * 255).astype(np.uint8), seed,
-                              prob=1.0).numpy()
+  a = _mask_one(image, soft, seed, prob=1.0)
+  b = _mask_one(image, (big * 255).astype(np.uint8), seed, prob=1.0)
   np.testing.assert_array_equal(a, masked)
   np.testing.assert_array_equal(b, masked)
 
@@ -387,12 +400,10 @@ def test_saliency_probability():
   changed = (out != images).reshape(n, -1).any(axis=1)
   # A drawn grey level can equal every background pixel only by accident.
   assert abs(changed.mean() - 0.3) < 5 * np.sqrt(0.3 * 0.7 / n)
-  # Through the seeded single-image API as well (fewer draws).
+  # One image with seeded uniforms (as the streaming pipeline draws them).
   image, mask = images[0], masks[0]
-  hits = [
-      (aug.apply_saliency_mask(image, mask, tf.constant([k, 7], tf.int64),
-                               prob=0.5).numpy() != image).any()
-      for k in range(200)]
+  hits = [(_mask_one(image, mask, [k, 7], prob=0.5) != image).any()
+          for k in range(200)]
   assert 0.35 < np.mean(hits) < 0.65
   with pytest.raises(ValueError, match="prob"):
-    aug.apply_saliency_mask(image, mask, tf.constant([0, 0]), prob=2.0)
+    _mask_one(image, mask, [0, 0], prob=2.0)

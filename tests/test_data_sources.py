@@ -4,22 +4,28 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ml_collections  # pylint: disable=g-import-not-at-top
-import numpy as np
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mdssl_jax import config_lib
 from mdssl_jax.data import demo_data
 from mdssl_jax.data import sources
 
 
 def _data_cfg(domains, **kw):
-  cfg = dict(domains=domains, image_size=32, resize="pad", data_dir=None,
-             download=False, per_domain_batch=8, mean=(0.5,) * 3,
-             std=(0.25,) * 3, seed=0, max_in_memory_gb=8.0)
+  """A complete config.data with these domains and overrides."""
+  cfg = config_lib.get_default_config().data
+  cfg.update(dict(domains=domains, per_domain_batch=8, mean=(0.5,) * 3,
+                  std=(0.25,) * 3))
   cfg.update(kw)
-  return ml_collections.ConfigDict(cfg)
+  return cfg
+
+
+def _load(domain, **kw):
+  """sources.load_domain with config.data defaults and `kw` overrides."""
+  return sources.load_domain(domain, _data_cfg([domain], **kw))
 
 
 # ----------------------------------------------------------------------------
@@ -178,8 +184,7 @@ def _grey_set(tmp_path, n_train=60, n_test=20, size=28, classes=3):
 
 def test_npz_grey_28_is_padded_to_32_rgb(tmp_path):
   train, ytr, test, yte = _grey_set(tmp_path)
-  dom = sources.load_domain(dict(name="g", source="npz", path=str(tmp_path)),
-                            image_size=32, data_dir=None, download=False)
+  dom = _load(dict(name="g", source="npz", path=str(tmp_path)))
   assert dom.train_images.shape == (60, 32, 32, 3)
   assert dom.num_classes == 3
   np.testing.assert_array_equal(dom.train_labels, ytr)
@@ -196,17 +201,16 @@ def test_npz_grey_28_is_padded_to_32_rgb(tmp_path):
 
 def test_npz_resize_mode_and_larger_images(tmp_path):
   train, _, _, _ = _grey_set(tmp_path, size=40)
-  dom = sources.load_domain(dict(name="g", source="npz", path=str(tmp_path)),
-                            image_size=32, data_dir=None, download=False,
-                            resize="pad")  # Larger than 32: resized anyway.
+  dom = _load(dict(name="g", source="npz", path=str(tmp_path)),
+              resize="pad")  # Larger than 32: resized anyway.
   ref = tf.image.resize(train.astype(np.float32), (32, 32), "bilinear",
                         antialias=True).numpy()
   np.testing.assert_allclose(dom.train_images[..., 0],
                              np.clip(np.round(ref[..., 0]), 0, 255), atol=1)
   _grey_set(tmp_path, size=28)
-  dom = sources.load_domain(
+  dom = _load(
       dict(name="g", source="npz", path=str(tmp_path), resize="resize"),
-      image_size=32, data_dir=None, download=False, resize="pad")
+      image_size=32, resize="pad")
   assert dom.train_images.shape == (60, 32, 32, 3)
   assert dom.train_images[:, 0].max() > 0  # Resized, not padded.
 
@@ -224,8 +228,7 @@ def test_npz_subsample_and_masks(tmp_path):
   np.savez(tmp_path / "masks.npz", masks=masks)
   cfg = dict(name="m", source="npz", path=str(tmp_path), max_train=30,
              masks_path=str(tmp_path / "masks.npz"))
-  dom = sources.load_domain(cfg, image_size=32, data_dir=None,
-                            download=False, seed=3)
+  dom = _load(cfg, image_size=32, seed=3)
   assert len(dom.train_images) == 30
   np.testing.assert_array_equal(np.bincount(dom.train_labels), [20, 7, 3])
   # Masks (0/255 uint8 -> [0, 1]) stay aligned with their images.
@@ -235,11 +238,9 @@ def test_npz_subsample_and_masks(tmp_path):
   np.testing.assert_array_equal(dom.train_masks.sum(axis=(1, 2)),
                                 [(i % 32 + 1) * 32 for i in idx])
   assert idx == sorted(idx)
-  again = sources.load_domain(cfg, image_size=32, data_dir=None,
-                              download=False, seed=3)
+  again = _load(cfg, image_size=32, seed=3)
   np.testing.assert_array_equal(again.train_images, dom.train_images)
-  other = sources.load_domain(cfg, image_size=32, data_dir=None,
-                              download=False, seed=4)
+  other = _load(cfg, image_size=32, seed=4)
   assert not np.array_equal(other.train_images, dom.train_images)
 
 
@@ -260,15 +261,13 @@ def test_subsample_indices():
 def test_npz_class_names_file(tmp_path):
   _grey_set(tmp_path, classes=3)
   (tmp_path / "class_names.txt").write_text("a\nb\nc\nd\ne\n")
-  dom = sources.load_domain(dict(name="g", source="npz", path=str(tmp_path)),
-                            image_size=32, data_dir=None, download=False)
+  dom = _load(dict(name="g", source="npz", path=str(tmp_path)))
   assert dom.num_classes == 5
 
 
 def test_npz_errors(tmp_path):
   cfg = dict(name="bad", source="npz", path=str(tmp_path))
-  load = lambda c: sources.load_domain(c, image_size=32, data_dir=None,
-                                       download=False)
+  load = lambda c: _load(c, image_size=32)
   with pytest.raises(ValueError, match="not a directory"):
     load(dict(cfg, path=str(tmp_path / "missing")))
   with pytest.raises(ValueError, match="train.npz: file not found"):
@@ -301,15 +300,14 @@ def test_npz_errors(tmp_path):
   with pytest.raises(ValueError, match="aligned"):
     load(dict(cfg, masks_path=str(tmp_path / "m.npz")))
   with pytest.raises(ValueError, match="max_in_memory_gb"):
-    sources.load_domain(cfg, image_size=32, data_dir=None, download=False,
-                        max_in_memory_gb=1e-6)
+    _load(cfg, max_in_memory_gb=1e-6)
 
 
 def test_shared_mnist_npz(shared_data):  # Fixture: skips without the data.
   root = shared_data / "mnist"
-  dom = sources.load_domain(
+  dom = _load(
       dict(name="mnist", source="npz", path=str(root), max_train=500,
-           max_test=100), image_size=32, data_dir=None, download=False)
+           max_test=100), image_size=32)
   assert dom.train_images.shape == (500, 32, 32, 3)
   assert dom.test_images.shape == (100, 32, 32, 3)
   assert dom.num_classes == 10
@@ -324,52 +322,51 @@ def test_shared_mnist_npz(shared_data):  # Fixture: skips without the data.
 
 def test_tfds_under_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=12):
-    dom = sources.load_domain(
+    dom = _load(
         dict(name="c10", source="tfds", tfds_name="cifar10", max_train=9),
-        image_size=32, data_dir=str(tmp_path), download=False)
+        image_size=32, data_dir=str(tmp_path))
     assert dom.train_images.shape == (9, 32, 32, 3)
     assert dom.test_images.shape == (12, 32, 32, 3)
     assert dom.num_classes == 10
     assert dom.train_labels.dtype == np.int32
     assert dom.train_labels.max() < 10
     # Random-shaped images (dtd mock) are centre-cropped and resized.
-    dom = sources.load_domain(
+    dom = _load(
         dict(name="dtd", source="tfds", tfds_name="dtd",
              eval_split="validation"),
-        image_size=16, data_dir=str(tmp_path), download=False,
+        image_size=16, data_dir=str(tmp_path),
         resize="resize")
     assert dom.train_images.shape == (12, 16, 16, 3)
     assert dom.num_classes == 47
     with pytest.raises(ValueError, match="no feature 'img'"):
-      sources.load_domain(
+      _load(
           dict(name="c", source="tfds", tfds_name="cifar10",
                image_key="img"),
-          image_size=32, data_dir=str(tmp_path), download=False)
+          image_size=32, data_dir=str(tmp_path))
 
 
 def test_tfds_memory_limit_under_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=40):
     with pytest.raises(ValueError, match="max_in_memory_gb"):
-      sources.load_domain(
+      _load(
           dict(name="c10", source="tfds", tfds_name="cifar10"),
-          image_size=32, data_dir=str(tmp_path), download=False,
+          image_size=32, data_dir=str(tmp_path),
           max_in_memory_gb=1e-6)
 
 
 def test_tfds_missing_data_gives_one_clear_error(tmp_path):
   with pytest.raises(sources.DatasetNotFoundError) as info:
-    sources.load_domain(dict(name="c10", source="tfds", tfds_name="cifar10"),
-                        image_size=32, data_dir=str(tmp_path),
-                        download=False)
+    _load(dict(name="c10", source="tfds", tfds_name="cifar10"),
+          image_size=32, data_dir=str(tmp_path))
   msg = str(info.value)
   assert f"tfds build cifar10 --data_dir={tmp_path}" in msg
   assert "--config.data.download=True" in msg
   assert "'cifar10'" in msg and str(tmp_path) in msg
   assert isinstance(info.value, FileNotFoundError)
   with pytest.raises(ValueError, match="not a TFDS builder"):
-    sources.load_domain(
+    _load(
         dict(name="x", source="tfds", tfds_name="no_such_dataset_xyz"),
-        image_size=32, data_dir=str(tmp_path), download=False)
+        image_size=32, data_dir=str(tmp_path))
 
 
 def test_load_domains_demo_with_subsample():

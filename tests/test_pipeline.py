@@ -5,12 +5,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ml_collections  # pylint: disable=g-import-not-at-top
-import numpy as np
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest
 
+from mdssl_jax import config_lib
 from mdssl_jax.data import pipeline
-from mdssl_jax.data.sources import DomainData
+from mdssl_jax.data.domain import DomainData
 
 _IDENTITY = dict(flip_p=0.0, jitter_p=0.0, brightness=0.4, contrast=0.4,
                  saturation=0.2, hue=0.1, gray_p=0.0, blur_p=0.0,
@@ -31,20 +31,17 @@ def _domain(name, n, size=16, classes=3, seed=0, masks=None):
 
 def _config(*, n=4, size=16, large=2, small=0, small_size=8, seed=0,
             identity=False, saliency_prob=0.0):
-  c = ml_collections.ConfigDict()
+  c = config_lib.get_default_config()
   c.seed = seed
-  c.data = pipeline.default_data_config()
   c.data.image_size = size
   c.data.per_domain_batch = n
   # Tests read a few batches: no read-ahead beyond the next one.
   c.data.num_parallel_calls = 1
   c.data.prefetch = 1
-  c.views = pipeline.default_views_config(size)
+  c.views.large.size = size
   c.views.large.count = large
   c.views.small.count = small
   c.views.small.size = small_size
-  c.augment = pipeline.default_augment_config()
-  c.saliency = pipeline.default_saliency_config()
   c.saliency.prob = saliency_prob
   if identity:
     c.views.large.crop_area = (1.0, 1.0)
@@ -309,21 +306,16 @@ def test_make_eval_arrays():
 
 def test_default_config_on_demo_domains():
   from mdssl_jax.data import sources  # pylint: disable=g-import-not-at-top
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = pipeline.default_data_config()
+  c = config_lib.get_default_config()
   c.data.per_domain_batch = 4
+  c.saliency.prob = 0.1  # RELICv2's value: the textures' masks are used.
   for dom_cfg in c.data.domains:
     dom_cfg["max_train"] = 200
     dom_cfg["max_test"] = 50
-  c.views = pipeline.default_views_config(32)
-  c.augment = pipeline.default_augment_config()
-  c.saliency = pipeline.default_saliency_config()
   domains = sources.load_domains(c.data)
   assert [d.train_masks is not None for d in domains] == [False, False, True]
   (b,) = _take(c, domains, 1, start_step=0)
   assert b["large"].shape == (12, 2, 32, 32, 3)
-  assert pipeline.num_train_batches_per_epoch(c, domains) == 50
   # Normalised views: roughly zero-mean, unit-scale.
   assert abs(float(b["large"].mean())) < 1.0
   assert 0.3 < float(b["large"].std()) < 2.0

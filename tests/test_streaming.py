@@ -13,15 +13,16 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ml_collections  # pylint: disable=g-import-not-at-top
-import numpy as np
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mdssl_jax import config_lib
 from mdssl_jax.data import pipeline
 from mdssl_jax.data import sources
-from mdssl_jax.data.sources import DomainData
+from mdssl_jax.data.domain import DomainData
+from mdssl_jax.data.sources import tfds_streaming
 
 _NUM_TRAIN, _NUM_TEST = 24, 10
 _IDENTITY = dict(flip_p=0.0, jitter_p=0.0, brightness=0.4, contrast=0.4,
@@ -72,31 +73,34 @@ def tiny_dir(tmp_path_factory):
   return data_dir
 
 
+def _load(domain, **data):
+  """sources.load_domain with config.data defaults and `data` overrides."""
+  data_cfg = config_lib.get_default_config().data
+  data_cfg.update(data)
+  return sources.load_domain(domain, data_cfg)
+
+
 def _tiny(data_dir, **kw):
   cfg = dict(name="tiny", source="tfds", tfds_name="mdssl_tiny_jpegs",
              in_memory=False)
   cfg.update(kw)
-  return sources.load_domain(cfg, image_size=16, data_dir=data_dir,
-                             download=False, resize="resize")
+  return _load(cfg, image_size=16, data_dir=data_dir, resize="resize")
 
 
 def _config(*, n=8, large=2, small=0, size=16, small_size=8, seed=0,
             data_seed=0, identity=False, saliency_prob=0.0):
-  c = ml_collections.ConfigDict()
+  c = config_lib.get_default_config()
   c.seed = seed
-  c.data = pipeline.default_data_config()
   c.data.image_size = size
   c.data.per_domain_batch = n
   c.data.seed = data_seed
   c.data.shuffle_buffer = 8
   c.data.num_parallel_calls = 1
   c.data.prefetch = 0
-  c.views = pipeline.default_views_config(size)
+  c.views.large.size = size
   c.views.large.count = large
   c.views.small.count = small
   c.views.small.size = small_size
-  c.augment = pipeline.default_augment_config()
-  c.saliency = pipeline.default_saliency_config()
   c.saliency.prob = saliency_prob
   if identity:
     c.views.large.crop_area = (1.0, 1.0)
@@ -141,9 +145,7 @@ def test_streaming_domain_holds_no_arrays(tiny_dir):
   assert dom.num_train == _NUM_TRAIN and dom.num_classes == _NUM_TRAIN
   assert dom.stream.split == "train" and dom.stream.eval_split == "test"
   assert not dom.has_masks and _tiny(tiny_dir, mask_key="mask").has_masks
-  assert sources.stream_epoch_fn(dom.stream)[1]  # Shards are shuffled.
-  c = _config(n=5)
-  assert pipeline.num_train_batches_per_epoch(c, [dom]) == 5  # ceil(24/5).
+  assert tfds_streaming.stream_epoch_fn(dom.stream)[1]  # Shards shuffled.
 
 
 def test_epochs_resume_and_seeds_on_real_files(tiny_dir):
@@ -271,16 +273,14 @@ def test_class_subset_streaming_real_files(tiny_dir):
 
 def test_in_memory_auto_and_errors(tiny_dir, tmp_path):
   cfg = dict(name="t", source="tfds", tfds_name="mdssl_tiny_jpegs")
-  dom = sources.load_domain(cfg, image_size=16, data_dir=tiny_dir,
-                            download=False, resize="resize")
+  dom = _load(cfg, image_size=16, data_dir=tiny_dir, resize="resize")
   assert not dom.is_streaming and dom.train_images.shape == (24, 16, 16, 3)
-  dom = sources.load_domain(cfg, image_size=16, data_dir=tiny_dir,
-                            download=False, max_in_memory_gb=1e-5)
+  dom = _load(cfg, image_size=16, data_dir=tiny_dir, max_in_memory_gb=1e-5)
   assert dom.is_streaming and dom.num_train == 24  # Known from the info.
   # In memory with masks and a class subset.
-  dom = sources.load_domain(
+  dom = _load(
       dict(cfg, in_memory=True, mask_key="mask", class_subset=[7, 3]),
-      image_size=16, data_dir=tiny_dir, download=False, resize="resize")
+      image_size=16, data_dir=tiny_dir, resize="resize")
   np.testing.assert_array_equal(np.sort(dom.train_labels), [0, 1])
   assert dom.num_classes == 2 and dom.train_masks.shape == (2, 16, 16)
   np.testing.assert_allclose(dom.train_masks[:, :, :6], 1.0, atol=1e-3)
@@ -288,9 +288,8 @@ def test_in_memory_auto_and_errors(tiny_dir, tmp_path):
   with pytest.raises(ValueError, match="split='train\\[:50000\\]'"):
     _tiny(tiny_dir, max_train=10)
   with pytest.raises(sources.DatasetNotFoundError, match="tfds build cifar10"):
-    sources.load_domain(dict(cfg, tfds_name="cifar10", in_memory=False),
-                        image_size=16, data_dir=str(tmp_path),
-                        download=False)
+    _load(dict(cfg, tfds_name="cifar10", in_memory=False), image_size=16,
+          data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="no feature 'segmentation'"):
     _tiny(tiny_dir, mask_key="segmentation")
 
@@ -303,11 +302,10 @@ def test_in_memory_auto_and_errors(tiny_dir, tmp_path):
 def test_mock_streaming_batches_determinism_resume(tmp_path):
   with tfds.testing.mock_data(num_examples=12):
     cfg = dict(name="c10", source="tfds", tfds_name="cifar10")
-    dom = sources.load_domain(dict(cfg, in_memory=False), image_size=32,
-                              data_dir=str(tmp_path), download=False)
+    dom = _load(dict(cfg, in_memory=False), image_size=32,
+                data_dir=str(tmp_path))
     assert dom.is_streaming and dom.num_train == 12  # Counted (no info).
-    ref = sources.load_domain(cfg, image_size=32, data_dir=str(tmp_path),
-                              download=False)
+    ref = _load(cfg, image_size=32, data_dir=str(tmp_path))
     assert not ref.is_streaming  # Auto: unknown size means in memory.
     c = _config(n=5, large=4, small=2, size=32, small_size=16)
     batches = _take(c, [dom], 4)
@@ -338,11 +336,10 @@ def test_mock_streaming_batches_determinism_resume(tmp_path):
 def test_mock_eval_arrays_are_capped_first_examples(tmp_path):
   with tfds.testing.mock_data(num_examples=20):
     cfg = dict(name="c10", source="tfds", tfds_name="cifar10")
-    dom = sources.load_domain(dict(cfg, in_memory=False), image_size=32,
-                              data_dir=str(tmp_path), download=False)
-    ref = sources.load_domain(dict(cfg, max_train=7, max_test=5),
-                              image_size=32, data_dir=str(tmp_path),
-                              download=False)
+    dom = _load(dict(cfg, in_memory=False), image_size=32,
+                data_dir=str(tmp_path))
+    ref = _load(dict(cfg, max_train=7, max_test=5), image_size=32,
+                data_dir=str(tmp_path))
     c = _config(size=32)
     (ev,) = pipeline.make_eval_arrays(c, [dom], max_train=7, max_test=5)
   assert ev["train_images"].shape == (7, 32, 32, 3)
@@ -357,13 +354,12 @@ def test_mock_eval_arrays_are_capped_first_examples(tmp_path):
 def test_mock_class_subset_tfds(tmp_path):
   with tfds.testing.mock_data(num_examples=40):
     cfg = dict(name="c10", source="tfds", tfds_name="cifar10")
-    full = sources.load_domain(cfg, image_size=32, data_dir=str(tmp_path),
-                               download=False)
-    sub = sources.load_domain(dict(cfg, class_subset=[3, 5]), image_size=32,
-                              data_dir=str(tmp_path), download=False)
-    stream = sources.load_domain(
+    full = _load(cfg, image_size=32, data_dir=str(tmp_path))
+    sub = _load(dict(cfg, class_subset=[3, 5]), image_size=32,
+                data_dir=str(tmp_path))
+    stream = _load(
         dict(cfg, class_subset=[3, 5], in_memory=False), image_size=32,
-        data_dir=str(tmp_path), download=False)
+        data_dir=str(tmp_path))
     ev = pipeline.make_eval_arrays(_config(size=32), [stream])[0]
   keep = np.isin(full.train_labels, [3, 5])
   assert sub.num_classes == 2 and stream.num_classes == 2
@@ -401,8 +397,7 @@ def test_class_subset_npz(tmp_path):
               masks_path=str(tmp_path / "masks.npz"))
   for subset in (["n003", "n001"], [2, 0], ["n003 bird", "0"],
                  str(tmp_path / "subset.txt")):
-    dom = sources.load_domain(dict(base, class_subset=subset), image_size=8,
-                              data_dir=None, download=False)
+    dom = _load(dict(base, class_subset=subset), image_size=8)
     keep = np.flatnonzero(np.isin(labels, [2, 0]))
     assert dom.num_classes == 2
     np.testing.assert_array_equal(dom.train_images, images[keep])
@@ -411,35 +406,30 @@ def test_class_subset_npz(tmp_path):
     np.testing.assert_array_equal(dom.train_masks.sum(axis=(1, 2)),
                                   (keep % 8 + 1) * 8)
     assert set(dom.test_labels) == {0, 1} and len(dom.test_labels) == 6
-  dom = sources.load_domain(dict(base, class_subset=[1], max_train=4),
-                            image_size=8, data_dir=None, download=False)
+  dom = _load(dict(base, class_subset=[1], max_train=4), image_size=8)
   assert len(dom.train_images) == 4 and set(dom.train_labels) == {0}
   with pytest.raises(ValueError, match="unknown class 'n009'"):
-    sources.load_domain(dict(base, class_subset=["n009"]), image_size=8,
-                        data_dir=None, download=False)
+    _load(dict(base, class_subset=["n009"]), image_size=8)
   with pytest.raises(ValueError, match="outside \\[0, 3\\)"):
-    sources.load_domain(dict(base, class_subset=[3]), image_size=8,
-                        data_dir=None, download=False)
+    _load(dict(base, class_subset=[3]), image_size=8)
   with pytest.raises(ValueError, match="more than once"):
-    sources.load_domain(dict(base, class_subset=["n001", 0]), image_size=8,
-                        data_dir=None, download=False)
+    _load(dict(base, class_subset=["n001", 0]), image_size=8)
   with pytest.raises(ValueError, match="no such file"):
-    sources.load_domain(dict(base, class_subset=str(tmp_path / "x.txt")),
-                        image_size=8, data_dir=None, download=False)
+    _load(dict(base, class_subset=str(tmp_path / "x.txt")), image_size=8)
 
 
 def test_class_subset_demo_ids():
-  dom = sources.load_domain(
+  dom = _load(
       dict(name="d", source="demo", demo_name="digits", class_subset=[7, 1],
            max_train=50),
-      image_size=32, data_dir=None, download=False)
+      image_size=32)
   assert dom.num_classes == 2 and len(dom.train_images) == 50
   assert set(dom.train_labels) == {0, 1} and set(dom.test_labels) == {0, 1}
   with pytest.raises(ValueError, match="no class names"):
-    sources.load_domain(
+    _load(
         dict(name="d", source="demo", demo_name="digits",
              class_subset=["seven"]),
-        image_size=32, data_dir=None, download=False)
+        image_size=32)
 
 
 def test_builtin_imagenet100_list(tmp_path):
@@ -469,7 +459,7 @@ def test_validate_new_domain_keys(kw, match):
 
 
 def test_validate_shuffle_buffer_and_tfds_keys_only_for_tfds():
-  data = pipeline.default_data_config()
+  data = config_lib.get_default_config().data
   data.shuffle_buffer = 0
   with pytest.raises(ValueError, match="shuffle_buffer"):
     sources.validate_data_config(data)

@@ -2,44 +2,56 @@
 
 Synopsis::
 
-  from mdssl_jax import data
-  domains = data.load_domains(config.data)
-  it = data.make_train_iterator(config, domains, start_step=0)
-  evals = data.make_eval_arrays(config, domains, max_train=2000)
+  from mdssl_jax.data import pipeline, sources
+  domains = sources.load_domains(config.data)
+  it = pipeline.make_train_iterator(config, domains, start_step=0)
+  evals = pipeline.make_eval_arrays(config, domains, max_train=2000)
+
+Layout:
+
+* ``sources/``: the registry of data sources (``demo``, ``npz``, ``tfds``;
+  one module each, plus the in-memory and streaming TFDS loaders),
+  validation and loading of ``config.data.domains``;
+* ``domain.py`` (``DomainData``, ``StreamSpec``), ``resize.py``,
+  ``class_subsets.py``, ``demo_data.py``: shared pieces of the sources;
+* ``augment/``: vectorised stateless augmentations;
+* ``pipeline/``: multi-domain, multi-view training batches and evaluation
+  arrays.
+
+The names below load on first use, so importing ``mdssl_jax.data.sources``
+(the config validation does) imports neither TensorFlow nor the pipeline.
 """
 
-import tensorflow as _tf
+import importlib
 
-try:  # TF must never grab accelerator memory that JAX needs.
-  _tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):  # Devices already initialised / no API.
-  pass
+_EXPORTS = {
+    "DatasetNotFoundError": "domain",
+    "DomainData": "domain",
+    "StreamSpec": "domain",
+    "list_demo_domains": "demo_data",
+    "load_demo_domain": "demo_data",
+    "load_domain": "sources",
+    "load_domains": "sources",
+    "validate_data_config": "sources",
+    "read_class_subset": "class_subsets",
+    "resolve_class_subset": "class_subsets",
+    "augment_batch": "augment",
+    "augment_cropped_batch": "augment",
+    "eval_transform": "augment",
+    "random_resized_crop": "augment",
+    "saliency_mask_batch": "augment",
+    "make_eval_arrays": "pipeline",
+    "make_train_dataset": "pipeline",
+    "make_train_iterator": "pipeline",
+    "view_specs_from_config": "pipeline",
+    "ViewSpec": "pipeline",
+}
 
-# pylint: disable=g-import-not-at-top,g-bad-import-order
-from mdssl_jax.data.augment import apply_saliency_mask
-from mdssl_jax.data.augment import augment_batch
-from mdssl_jax.data.augment import augment_view
-from mdssl_jax.data.augment import eval_transform
-from mdssl_jax.data.augment import saliency_mask_batch
-from mdssl_jax.data.demo_data import list_demo_domains
-from mdssl_jax.data.demo_data import load_demo_domain
-from mdssl_jax.data.pipeline import default_augment_config
-from mdssl_jax.data.pipeline import default_data_config
-from mdssl_jax.data.pipeline import default_saliency_config
-from mdssl_jax.data.pipeline import default_views_config
-from mdssl_jax.data.pipeline import make_eval_arrays
-from mdssl_jax.data.pipeline import make_train_dataset
-from mdssl_jax.data.pipeline import make_train_iterator
-from mdssl_jax.data.pipeline import num_train_batches_per_epoch
-from mdssl_jax.data.pipeline import view_specs_from_config
-from mdssl_jax.data.pipeline import ViewSpec
-from mdssl_jax.data.sources import DatasetNotFoundError
-from mdssl_jax.data.sources import DomainData
-from mdssl_jax.data.sources import load_domain
-from mdssl_jax.data.sources import load_domains
-from mdssl_jax.data.sources import validate_data_config
-from mdssl_jax.data.sources import read_class_subset
-from mdssl_jax.data.sources import resolve_class_subset
-from mdssl_jax.data.sources import StreamSpec
-from mdssl_jax.data.augment import augment_cropped_batch
-from mdssl_jax.data.augment import random_resized_crop
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+    return getattr(module, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

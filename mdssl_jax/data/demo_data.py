@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from mdssl_jax.data.sources import DomainData
+from mdssl_jax.data.domain import DomainData
 
 _PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket",
                 "hubble_deep_field", "retina", "immunohistochemistry")

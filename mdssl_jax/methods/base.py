@@ -156,8 +156,8 @@ class Method:
     kw = dict(train=train, use_predictor=not target)
     if not train:
       return self.network.apply(variables, images, **kw), batch_stats
-    out, updates = self.network.apply(variables, images, mutable=["batch_stats"],
-                                      **kw)
+    out, updates = self.network.apply(variables, images,
+                                      mutable=["batch_stats"], **kw)
     return out, updates.get("batch_stats", batch_stats)
 
   def encode_views(self, params, batch_stats, views: jax.Array, *,

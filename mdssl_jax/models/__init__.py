@@ -1,4 +1,5 @@
-"""Encoders (ResNet family) and heads (MLP, SwAV prototypes, DINO head).
+"""Encoders (ResNet family), heads (MLP, SwAV prototypes, DINO head) and the
+SSL network the methods train (`network`: SSLNetwork and its builders).
 
 The `resnet(depth, ...)` factory is deliberately not re-exported here so that
 `mdssl_jax.models.resnet` stays the submodule; use
@@ -10,6 +11,9 @@ from mdssl_jax.models.heads import MLP
 from mdssl_jax.models.heads import normalize_prototypes
 from mdssl_jax.models.heads import Prototypes
 from mdssl_jax.models.heads import WeightNormDense
+from mdssl_jax.models.network import build_encoder
+from mdssl_jax.models.network import build_mlp
+from mdssl_jax.models.network import SSLNetwork
 from mdssl_jax.models.resnet import BasicBlock
 from mdssl_jax.models.resnet import BottleneckBlock
 from mdssl_jax.models.resnet import feature_dim
