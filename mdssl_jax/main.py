@@ -51,7 +51,7 @@ def main(argv) -> None:
     raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   config = _CONFIG.value
-  if config.get("keep_host_memory", True):
+  if config.keep_host_memory:
     # Before JAX and TensorFlow start their threads (see host_memory.py);
     # train_and_evaluate's own call is then a no-op.
     from mdssl_jax import host_memory  # pylint: disable=g-import-not-at-top

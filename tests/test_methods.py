@@ -80,8 +80,8 @@ def demo_config(method: str, *, steps: int, per_domain_batch: int = 32,
     config = config_lib.load_config(str(CONFIG_DIR / "demo.py"))
   else:
     config = config_lib.load_config(str(CONFIG_DIR / f"{method}.py:demo"))
-  demo_batch = len(config.data.domains) * config.data.per_domain_batch
-  peak = optim.peak_learning_rate(config.optim, demo_batch)
+  peak = optim.peak_learning_rate(config.optim,
+                                  config_lib.global_batch(config))
   presets.tiny_test_config(config, steps=steps, domains=domains,
                            per_domain_batch=per_domain_batch, image_size=16)
   config.optim.update(lr_scaling="none", base_lr=peak, warmup_steps=3)
@@ -93,8 +93,8 @@ def demo_config(method: str, *, steps: int, per_domain_batch: int = 32,
   config.evals.probe.steps = 50
   config.eval.update(max_train_per_domain=1000, max_test_per_domain=400)
   if method == "swav":  # Exercise the queue: full after 2 steps, then used.
-    batch = len(domains) * per_domain_batch
-    config.method_args.update(queue_size=2 * batch, queue_start_step=0)
+    config.method_args.update(queue_size=2 * config_lib.global_batch(config),
+                              queue_start_step=0)
   config_lib.validate(config)
   return config
 

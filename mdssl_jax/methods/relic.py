@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 
+from mdssl_jax import config_lib
 from mdssl_jax.losses import relic_multiview_loss
 from mdssl_jax.methods import base
 
@@ -36,7 +37,7 @@ class RELICv2(base.Method):
     a = config.method_args
     if config.views.large.count < 1:
       errors.append("RELICv2 needs views.large.count ≥ 1 (default 4).")
-    batch = len(config.data.domains) * config.data.per_domain_batch
+    batch = config_lib.global_batch(config)
     if not 0 < a.num_negatives < batch:
       errors.append(f"method_args.num_negatives={a.num_negatives} must be in "
                     f"[1, global batch − 1 = {batch - 1}].")

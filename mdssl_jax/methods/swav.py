@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mdssl_jax import config_lib
 from mdssl_jax.losses import l2_normalize, swav_loss
 from mdssl_jax.losses.swav import normalize_prototypes
 from mdssl_jax.methods import base
@@ -39,7 +40,7 @@ class SwAV(base.Method):
   def validate(cls, config):
     errors = super().validate(config)
     q = config.method_args.queue_size
-    batch = len(config.data.domains) * config.data.per_domain_batch
+    batch = config_lib.global_batch(config)
     if q and q % batch:
       errors.append(f"method_args.queue_size={q} must be a multiple of the "
                     f"global batch {batch}.")
