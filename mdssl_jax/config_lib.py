@@ -46,7 +46,14 @@ EMA_SCHEDULES = ("cosine", "constant")
 METHOD_ARGS: dict[str, dict[str, Any]] = {
     "simclr": {"temperature": 0.1},
     "mdssl": {"temperature": 0.1, "lambda1": 1.0, "lambda2": 0.1,
-              "sign_convention": "equation"},
+              "sign_convention": "equation",
+              # BatchNorm statistics over the whole batch or per domain
+              # (METHODS §2.6); "auto": per_domain when the domains are
+              # encoded separately, else global.
+              "bn_groups": "auto",
+              # One forward pass per domain (under jax.checkpoint) instead
+              # of one over the whole batch: less peak memory.
+              "encode_domains_separately": False},
     "byol": {},
     "mocov3": {"temperature": 1.0},
     "msbreg": {"lambda_s": 0.004, "lambda_b": 0.5,
@@ -69,11 +76,26 @@ METHOD_ARGS: dict[str, dict[str, Any]] = {
                 "contrast_scale": 1.0},
 }
 
+# BatchNorm statistics of the views, per method's reference implementation
+# (`model.view_batch_stats`): "joint" = one pass over all views (SimCLR's TF
+# code); "per_view" = one pass per view (solo-learn, deepmind BYOL);
+# "per_group" = one pass per resolution group (DINO / SwAV multi-crop).
+VIEW_BATCH_STATS: dict[str, str] = {
+    "simclr": "joint", "mdssl": "joint", "byol": "per_view",
+    "mocov3": "per_view", "msbreg": "per_view", "vicreg": "per_view",
+    "barlow_twins": "per_view", "relicv2": "per_view", "dino": "per_group",
+    "swav": "per_group",
+}
+VIEW_BATCH_STATS_MODES = ("joint", "per_view", "per_group")
+
 # The two augmentation columns (BYOL / RELICv2 "odd" and "even", §1.4, §3.6).
 _AUGMENT_ODD = dict(flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
                     saturation=0.2, hue=0.1, gray_p=0.2, blur_p=0.1,
                     blur_sigma=(0.1, 2.0), blur_kernel_frac=0.1,
-                    solarize_p=0.2)
+                    solarize_p=0.2,
+                    # torchvision's factor in [1-a, 1+a] ("multiplicative")
+                    # or BYOL / RELICv2's delta in [-a, a] ("additive").
+                    brightness_mode="multiplicative")
 AUGMENT_KEYS = tuple(_AUGMENT_ODD)
 
 
@@ -195,7 +217,8 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict({
       "depth": 18, "width_multiplier": 1.0, "stem": "cifar",
-      "norm": "batch", "conv_impl": "auto", "zero_init_residual": False})
+      "norm": "batch", "conv_impl": "auto", "zero_init_residual": False,
+      "view_batch_stats": VIEW_BATCH_STATS.get(method, "joint")})
   c.projector = ml_collections.ConfigDict({
       "hidden_dims": (2048,), "out_dim": 128, "norm": "batch",
       "last_norm": "none", "activation": "relu"})

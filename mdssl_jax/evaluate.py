@@ -48,8 +48,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(
         f"{path} not found: is {workdir} a workdir written by "
         "`python -m mdssl_jax.main`?")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path} cannot be read as a config ({e}); restore it "
+                     "from a copy, or retrain into a new --workdir.") from None
   return overrides_lib.upgrade_config(config)
 
 

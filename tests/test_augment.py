@@ -12,11 +12,12 @@ import tensorflow as tf
 
 from mdssl_jax.data import augment as aug
 from mdssl_jax.data.augment import crop
+from mdssl_jax.data.augment import ops
 from mdssl_jax.data.augment import slots
 
 _IDENT = dict(crop_area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0.0,
               jitter_p=0.0, brightness=0.4, contrast=0.4, saturation=0.2,
-              hue=0.1, gray_p=0.0, blur_p=0.0, blur_sigma=(0.1, 2.0),
+              hue=0.1, brightness_mode="multiplicative", gray_p=0.0, blur_p=0.0, blur_sigma=(0.1, 2.0),
               blur_kernel_frac=0.1, solarize_p=0.0, mean=(0.0, 0.0, 0.0),
               std=(1.0, 1.0, 1.0))
 _FULL = dict(_IDENT, crop_area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), flip_p=0.5,
@@ -228,14 +229,18 @@ def test_gaussian_blur_matches_numpy_reference(sigma, kernel):
   np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
-def _np_jitter(x, b, c, s, dh, order):
-  """torchvision ColorJitter semantics in float64 NumPy, one image."""
+def _np_jitter(x, b, c, s, dh, order, brightness_mode="multiplicative"):
+  """torchvision ColorJitter semantics in float64 NumPy, one image.
+
+  b is the brightness factor (multiplicative) or delta (additive).
+  """
   x = x.astype(np.float64)
   luma = lambda y: (0.2989 * y[..., 0] + 0.5870 * y[..., 1]
                     + 0.1140 * y[..., 2])[..., None]
   for op in order:
     if op == 0:
-      x = np.clip(x * b, 0, 1)
+      x = np.clip(x * b if brightness_mode == "multiplicative" else x + b,
+                  0, 1)
     elif op == 1:
       x = np.clip(c * x + (1 - c) * luma(x).mean(), 0, 1)
     elif op == 2:
@@ -250,23 +255,58 @@ def _np_jitter(x, b, c, s, dh, order):
   return x
 
 
-def test_colour_jitter_matches_numpy_reference_in_random_order():
+@pytest.mark.parametrize("mode", ["multiplicative", "additive"])
+def test_colour_jitter_matches_numpy_reference_in_random_order(mode):
   n = 12
   images = _images(n, h=8, w=8, seed=12)
   u = _uniforms(n, 12)
   strengths = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
-  got = _batch(images, u, jitter_p=1.0, **strengths)
+  got = _batch(images, u, jitter_p=1.0, brightness_mode=mode, **strengths)
   orders = set()
   for i in range(n):
-    b = 0.6 + 0.8 * u[i, slots.BRIGHT]
+    # torchvision: factor U[0.6, 1.4]; TF random_brightness: delta
+    # U[-0.4, 0.4]. Both read the same uniform.
+    b = (0.6 + 0.8 * u[i, slots.BRIGHT] if mode == "multiplicative"
+         else 0.4 * (2 * u[i, slots.BRIGHT] - 1))
     c = 0.6 + 0.8 * u[i, slots.CONTRAST]
     s = 0.8 + 0.4 * u[i, slots.SAT]
     dh = 0.1 * (2 * u[i, slots.HUE] - 1)
     order = tuple(np.argsort(u[i, slots.ORDER]))
     orders.add(order)
-    ref = _np_jitter(images[i] / 255.0, b, c, s, dh, order)
+    ref = _np_jitter(images[i] / 255.0, b, c, s, dh, order, mode)
     np.testing.assert_allclose(got[i], ref, atol=2e-4)
   assert len(orders) > 6  # Many different orders were exercised.
+
+
+@pytest.mark.parametrize("mode,strength", [
+    ("multiplicative", 0.4), ("multiplicative", 1.5), ("additive", 0.4),
+    ("additive", 0.8)])
+def test_brightness_modes_match_numpy_on_random_images(mode, strength):
+  # Brightness alone on random float images; float32 NumPy of the formula.
+  rng = np.random.default_rng(21)
+  x = rng.uniform(size=(64, 6, 6, 3)).astype(np.float32)
+  u = _uniforms(64, 21)
+  got = ops.colour_jitter(tf.constant(x), tf.constant(u),
+                          brightness=strength, contrast=0.0, saturation=0.0,
+                          hue=0.0, brightness_mode=mode).numpy()
+  ub = u[:, slots.BRIGHT, None, None, None]
+  if mode == "multiplicative":  # torchvision: U[max(0, 1 − a), 1 + a].
+    lo = max(0.0, 1.0 - strength)
+    f = np.float32(lo) + np.float32(1.0 + strength - lo) * ub
+    ref = np.clip(x * f, 0.0, 1.0)
+    assert f.min() >= lo and f.max() <= 1.0 + strength
+  else:  # tf.image.random_brightness: δ ~ U[−a, a].
+    delta = np.float32(strength) * (np.float32(2.0) * ub - np.float32(1.0))
+    ref = np.clip(x + delta, 0.0, 1.0)
+    assert np.abs(delta).max() <= strength
+  # Hue 0 still round-trips through HSV: ~4e-7 of float32 rounding.
+  np.testing.assert_allclose(got, ref, atol=2e-6)
+  # The two modes really differ on the same uniforms.
+  other = "additive" if mode == "multiplicative" else "multiplicative"
+  alt = ops.colour_jitter(tf.constant(x), tf.constant(u),
+                          brightness=strength, contrast=0.0, saturation=0.0,
+                          hue=0.0, brightness_mode=other).numpy()
+  assert np.abs(alt - got).max() > 0.05
 
 
 def test_jitter_order_matters():
@@ -311,6 +351,8 @@ def test_bad_parameters_raise():
     _view(image, [0, 0], gray_p=1.5)
   with pytest.raises(ValueError, match="mean/std"):
     _view(image, [0, 0], std=(1.0, 0.0, 1.0))
+  with pytest.raises(ValueError, match="brightness_mode"):
+    _view(image, [0, 0], brightness_mode="gamma")
   with pytest.raises(ValueError, match="uint8 \\[B, H, W, 3\\]"):
     aug.augment_batch(tf.constant(image), _uniforms(1), out_size=32,
                       **_IDENT)  # One image, not a batch.

@@ -384,3 +384,14 @@ def test_load_domains_demo_with_subsample():
   i = int(np.flatnonzero((full.train_images == doms[1].train_images[5])
                          .all(axis=(1, 2, 3)))[0])
   np.testing.assert_array_equal(full.train_masks[i], doms[1].train_masks[5])
+
+
+def test_manual_download_datasets_get_manual_steps_not_download_flag():
+  from mdssl_jax.data.sources import tfds_common  # pylint: disable=g-import-not-at-top
+  msg = str(tfds_common.prepare_error("in100", "imagenet2012", "/data/tfds"))
+  assert "/data/tfds/downloads/manual/" in msg
+  assert "tfds build imagenet2012 --data_dir=/data/tfds" in msg
+  assert "download=True" not in msg
+  msg = str(tfds_common.prepare_error("c10", "cifar10", "/data/tfds"))
+  assert "tfds build cifar10 --data_dir=/data/tfds" in msg
+  assert "download=True" in msg and "manual" not in msg

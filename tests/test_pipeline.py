@@ -13,8 +13,9 @@ from mdssl_jax.data import pipeline
 from mdssl_jax.data.domain import DomainData
 
 _IDENTITY = dict(flip_p=0.0, jitter_p=0.0, brightness=0.4, contrast=0.4,
-                 saturation=0.2, hue=0.1, gray_p=0.0, blur_p=0.0,
-                 blur_sigma=(0.1, 2.0), blur_kernel_frac=0.1, solarize_p=0.0)
+                 saturation=0.2, hue=0.1, brightness_mode="multiplicative",
+                 gray_p=0.0, blur_p=0.0, blur_sigma=(0.1, 2.0),
+                 blur_kernel_frac=0.1, solarize_p=0.0)
 
 
 def _domain(name, n, size=16, classes=3, seed=0, masks=None):
@@ -99,6 +100,25 @@ def test_view_specs_errors():
   c.views.large.count = 0
   with pytest.raises(ValueError, match="views.large.count"):
     pipeline.view_specs_from_config(c)
+  c = _config()
+  c.augment.even.brightness_mode = "additiv"
+  with pytest.raises(ValueError, match="augment.even.brightness_mode"):
+    pipeline.view_specs_from_config(c)
+
+
+def test_brightness_mode_reaches_its_column_only():
+  # Brightness only, always applied: the odd column's mode changes view 1
+  # (odd) and leaves view 2 (even) bit-identical.
+  def batch(mode):
+    c = _config(n=4, identity=True)
+    for col in ("odd", "even"):
+      c.augment[col].update(jitter_p=1.0, brightness=0.4, contrast=0.0,
+                            saturation=0.0, hue=0.0)
+    c.augment.odd.brightness_mode = mode
+    return _take(c, _DOMAINS, 1, start_step=0)[0]["large"]
+  mult, add = batch("multiplicative"), batch("additive")
+  assert np.abs(mult[:, 0] - add[:, 0]).max() > 0.01
+  np.testing.assert_array_equal(mult[:, 1], add[:, 1])
 
 
 # ----------------------------------------------------------------------------

@@ -23,8 +23,8 @@ _PROBS = ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p")
 def _post_crop(x: tf.Tensor, u: tf.Tensor, *, out_size: int,
                sigma: tuple[float, float], flip_p: float, jitter_p: float,
                brightness: float, contrast: float, saturation: float,
-               hue: float, gray_p: float, blur_p: float,
-               blur_kernel_frac: float, solarize_p: float,
+               hue: float, brightness_mode: str, gray_p: float,
+               blur_p: float, blur_kernel_frac: float, solarize_p: float,
                mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:
   """Flip, jitter, grey, blur, solarize, normalise: [B, s, s, 3] in [0, 1]."""
 
@@ -38,7 +38,7 @@ def _post_crop(x: tf.Tensor, u: tf.Tensor, *, out_size: int,
   x = maybe(slots.FLIP, flip_p, lambda y: tf.reverse(y, axis=[2]), x)
   x = maybe(slots.JITTER, jitter_p, lambda y: ops.colour_jitter(
       y, u, brightness=brightness, contrast=contrast, saturation=saturation,
-      hue=hue), x)
+      hue=hue, brightness_mode=brightness_mode), x)
   x = maybe(slots.GRAY, gray_p, ops.to_grayscale, x)
   k = ops.blur_kernel_size(out_size, blur_kernel_frac)
   sig = sigma[0] + (sigma[1] - sigma[0]) * u[:, slots.SIGMA]
@@ -66,8 +66,8 @@ def _post_crop_graph(x: tf.Tensor, u: tf.Tensor, **kwargs) -> tf.Tensor:
 
 
 def _post_params(*, flip_p, jitter_p, brightness, contrast, saturation, hue,
-                 gray_p, blur_p, blur_sigma, blur_kernel_frac, solarize_p,
-                 mean, std) -> dict:
+                 brightness_mode, gray_p, blur_p, blur_sigma,
+                 blur_kernel_frac, solarize_p, mean, std) -> dict:
   """Checked, hashable keyword arguments of :func:`_post_crop`."""
   sigma = ops.check_range("blur_sigma", blur_sigma, 1e-6, 1e6)
   probs = dict(flip_p=flip_p, jitter_p=jitter_p, gray_p=gray_p,
@@ -78,7 +78,9 @@ def _post_params(*, flip_p, jitter_p, brightness, contrast, saturation, hue,
   return dict(
       sigma=sigma, flip_p=float(flip_p), jitter_p=float(jitter_p),
       brightness=float(brightness), contrast=float(contrast),
-      saturation=float(saturation), hue=float(hue), gray_p=float(gray_p),
+      saturation=float(saturation), hue=float(hue),
+      brightness_mode=ops.check_brightness_mode(brightness_mode),
+      gray_p=float(gray_p),
       blur_p=float(blur_p), blur_kernel_frac=float(blur_kernel_frac),
       solarize_p=float(solarize_p), mean=tuple(float(m) for m in mean),
       std=tuple(float(s) for s in std))
@@ -88,10 +90,10 @@ def augment_batch(images_uint8: tf.Tensor, uniforms: tf.Tensor, *,
                   out_size: int, crop_area: Sequence[float],
                   aspect: Sequence[float], flip_p: float, jitter_p: float,
                   brightness: float, contrast: float, saturation: float,
-                  hue: float, gray_p: float, blur_p: float,
-                  blur_sigma: Sequence[float], blur_kernel_frac: float,
-                  solarize_p: float, mean: Sequence[float],
-                  std: Sequence[float]) -> tf.Tensor:
+                  hue: float, brightness_mode: str, gray_p: float,
+                  blur_p: float, blur_sigma: Sequence[float],
+                  blur_kernel_frac: float, solarize_p: float,
+                  mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
   """One random view of each image in a batch, all ops vectorised.
 
   Args:
@@ -102,10 +104,13 @@ def augment_batch(images_uint8: tf.Tensor, uniforms: tf.Tensor, *,
     aspect: (min, max) crop aspect ratio w/h, sampled log-uniformly.
     flip_p: horizontal flip probability.
     jitter_p: probability of applying colour jitter.
-    brightness: brightness factor drawn from U[max(0, 1 − v), 1 + v].
-    contrast: contrast factor range, as brightness.
-    saturation: saturation factor range, as brightness.
+    brightness: brightness strength a (see brightness_mode).
+    contrast: contrast factor drawn from U[max(0, 1 − v), 1 + v].
+    saturation: saturation factor range, as contrast.
     hue: hue shift drawn from U[−hue, hue] (fraction of the hue circle).
+    brightness_mode: "multiplicative" (torchvision: x·f, f ~ U[max(0,
+      1 − a), 1 + a]) or "additive" (TF / deepmind BYOL: x + δ,
+      δ ~ U[−a, a]); both clipped to [0, 1].
     gray_p: grayscale probability.
     blur_p: Gaussian blur probability.
     blur_sigma: (min, max) of σ ~ U[min, max] in pixels.
@@ -121,7 +126,8 @@ def augment_batch(images_uint8: tf.Tensor, uniforms: tf.Tensor, *,
   ratio = ops.check_range("aspect", aspect, 1e-3, 1e3)
   post = _post_params(
       flip_p=flip_p, jitter_p=jitter_p, brightness=brightness,
-      contrast=contrast, saturation=saturation, hue=hue, gray_p=gray_p,
+      contrast=contrast, saturation=saturation, hue=hue,
+      brightness_mode=brightness_mode, gray_p=gray_p,
       blur_p=blur_p, blur_sigma=blur_sigma,
       blur_kernel_frac=blur_kernel_frac, solarize_p=solarize_p, mean=mean,
       std=std)
@@ -141,7 +147,7 @@ def augment_batch(images_uint8: tf.Tensor, uniforms: tf.Tensor, *,
 def augment_cropped_batch(crops: tf.Tensor, uniforms: tf.Tensor, *,
                           flip_p: float, jitter_p: float, brightness: float,
                           contrast: float, saturation: float, hue: float,
-                          gray_p: float, blur_p: float,
+                          brightness_mode: str, gray_p: float, blur_p: float,
                           blur_sigma: Sequence[float],
                           blur_kernel_frac: float, solarize_p: float,
                           mean: Sequence[float],
@@ -155,16 +161,17 @@ def augment_cropped_batch(crops: tf.Tensor, uniforms: tf.Tensor, *,
   Args:
     crops: [B, s, s, 3] float32 in [0, 1] (static s).
     uniforms: [B, NUM_UNIFORMS] float32 in [0, 1) (the crops' uniforms).
-    flip_p, jitter_p, brightness, contrast, saturation, hue, gray_p, blur_p,
-    blur_sigma, blur_kernel_frac, solarize_p, mean, std: as in
-      :func:`augment_batch`.
+    flip_p, jitter_p, brightness, contrast, saturation, hue, brightness_mode,
+    gray_p, blur_p, blur_sigma, blur_kernel_frac, solarize_p, mean, std: as
+      in :func:`augment_batch`.
 
   Returns:
     [B, s, s, 3] float32, normalised.
   """
   post = _post_params(
       flip_p=flip_p, jitter_p=jitter_p, brightness=brightness,
-      contrast=contrast, saturation=saturation, hue=hue, gray_p=gray_p,
+      contrast=contrast, saturation=saturation, hue=hue,
+      brightness_mode=brightness_mode, gray_p=gray_p,
       blur_p=blur_p, blur_sigma=blur_sigma,
       blur_kernel_frac=blur_kernel_frac, solarize_p=solarize_p, mean=mean,
       std=std)

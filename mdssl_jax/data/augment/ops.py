@@ -1,7 +1,8 @@
 """Batched image ops with per-image parameters (TensorFlow, [B, H, W, 3]).
 
 Colour jitter (torchvision ColorJitter semantics: brightness, contrast,
-saturation, hue in a random order), grayscale y = 0.2989 r + 0.5870 g +
+saturation, hue in a random order; brightness multiplicative as in
+torchvision or additive as in TF / deepmind BYOL), grayscale y = 0.2989 r + 0.5870 g +
 0.1140 b, Gaussian blur (symmetric padding), solarize, normalisation, and
 the argument checks shared by the public augmentation functions.
 """
@@ -15,6 +16,9 @@ import tensorflow as tf
 from mdssl_jax.data.augment import slots
 
 _GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+# x·f with f ~ U[max(0, 1 − a), 1 + a] (torchvision ColorJitter), or x + δ
+# with δ ~ U[−a, a] (tf.image.random_brightness, deepmind BYOL, RELICv2).
+BRIGHTNESS_MODES = ("multiplicative", "additive")
 
 
 def check_range(name: str, value: Sequence[float], lo: float,
@@ -29,6 +33,13 @@ def check_range(name: str, value: Sequence[float], lo: float,
 def check_prob(name: str, value: float) -> None:
   if not 0.0 <= value <= 1.0:
     raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}.")
+
+
+def check_brightness_mode(value: str) -> str:
+  if value not in BRIGHTNESS_MODES:
+    raise ValueError(f"brightness_mode must be one of {BRIGHTNESS_MODES}, "
+                     f"got {value!r}.")
+  return value
 
 
 def check_norm(mean: Sequence[float], std: Sequence[float]) -> None:
@@ -124,22 +135,32 @@ def _shift_hue(x: tf.Tensor, delta: tf.Tensor) -> tf.Tensor:
   return tf.clip_by_value(rgb, 0.0, 1.0)
 
 
+def _brighten(x: tf.Tensor, u: tf.Tensor, strength: float,
+              mode: str) -> tf.Tensor:
+  """Brightness of [B, s, s, 3] from one uniform per image u [B]."""
+  if mode == "additive":
+    delta = strength * (2.0 * u - 1.0)
+    return tf.clip_by_value(x + bcast(delta, 4), 0.0, 1.0)
+  return tf.clip_by_value(x * bcast(_factor(u, strength), 4), 0.0, 1.0)
+
+
 def colour_jitter(x: tf.Tensor, u: tf.Tensor, *, brightness: float,
-                  contrast: float, saturation: float,
-                  hue: float) -> tf.Tensor:
+                  contrast: float, saturation: float, hue: float,
+                  brightness_mode: str) -> tf.Tensor:
   """torchvision ColorJitter on [B, s, s, 3] in [0, 1], per-image order.
 
   Args:
     x: [B, s, s, 3] float32 in [0, 1].
     u: [B, NUM_UNIFORMS] the views' uniforms (factors and op order).
-    brightness, contrast, saturation: factors drawn from
-      U[max(0, 1 − v), 1 + v].
+    brightness: strength a; "multiplicative": x·f, f ~ U[max(0, 1 − a),
+      1 + a]; "additive": x + δ, δ ~ U[−a, a]; then clipped to [0, 1].
+    contrast, saturation: factors drawn from U[max(0, 1 − v), 1 + v].
     hue: hue shift drawn from U[−hue, hue] (fraction of the hue circle).
+    brightness_mode: one of BRIGHTNESS_MODES.
 
   Returns:
     [B, s, s, 3] float32 in [0, 1].
   """
-  b = bcast(_factor(u[:, slots.BRIGHT], brightness), 4)
   c = bcast(_factor(u[:, slots.CONTRAST], contrast), 4)
   s = bcast(_factor(u[:, slots.SAT], saturation), 4)
   dh = hue * (2.0 * u[:, slots.HUE] - 1.0)
@@ -151,7 +172,8 @@ def colour_jitter(x: tf.Tensor, u: tf.Tensor, *, brightness: float,
   for k in range(4):
     op = order[:, k]
     luma = _luma(x)
-    y = select_rows(op == 0, tf.clip_by_value(x * b, 0.0, 1.0), x)
+    y = select_rows(op == 0, _brighten(x, u[:, slots.BRIGHT], brightness,
+                                       brightness_mode), x)
     mean = tf.reduce_mean(luma, axis=(1, 2), keepdims=True)
     y = select_rows(op == 1, blend(x, mean, c), y)
     y = select_rows(op == 2, blend(x, luma, s), y)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mdssl_jax import config_lib
+from mdssl_jax.data.augment import ops as augment_ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,10 @@ def _column(config: Any, name: str) -> dict:
     raise ValueError(f"config.augment.{name} must have exactly the keys "
                      f"{list(keys)}; missing {missing}, unknown "
                      f"{unknown}.")
+  mode = column["brightness_mode"]
+  if mode not in augment_ops.BRIGHTNESS_MODES:
+    raise ValueError(f"config.augment.{name}.brightness_mode={mode!r}; use "
+                     f"one of {augment_ops.BRIGHTNESS_MODES}.")
   column["blur_sigma"] = tuple(column["blur_sigma"])
   return column
 

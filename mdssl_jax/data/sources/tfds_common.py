@@ -16,14 +16,36 @@ import tensorflow as tf
 from mdssl_jax.data.domain import DatasetNotFoundError
 
 
+def _needs_manual_download(tfds_name: str) -> bool:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    cls = tfds.builder_cls(tfds_name.split("/")[0].split(":")[0])
+  except Exception:  # pylint: disable=broad-except
+    return False
+  return bool(getattr(cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+
+
 def prepare_error(domain: str, tfds_name: str,
                   data_dir: str | None) -> DatasetNotFoundError:
-  """The error for a dataset that is not prepared (with the commands)."""
+  """The error for a dataset that is not prepared (with the commands).
+
+  Datasets whose files cannot be downloaded by TFDS (e.g. imagenet2012)
+  get the manual-download steps instead of a `download=True` hint.
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   where = data_dir or tfds.core.constants.DATA_DIR
+  head = (f"Domain {domain!r}: TFDS dataset {tfds_name!r} is not prepared "
+          f"in data_dir={where!r}.")
+  if _needs_manual_download(tfds_name):
+    return DatasetNotFoundError(
+        f"{head} It is a manual download: get its archives from the "
+        "dataset's own site (for imagenet2012: ILSVRC2012_img_train.tar "
+        "and ILSVRC2012_img_val.tar), put them in\n"
+        f"  {where}/downloads/manual/\n"
+        f"and prepare it once with\n"
+        f"  tfds build {tfds_name} --data_dir={where}")
   return DatasetNotFoundError(
-      f"Domain {domain!r}: TFDS dataset {tfds_name!r} is not prepared in "
-      f"data_dir={where!r} and download is off. Prepare it once with\n"
+      f"{head} Download is off. Prepare it once with\n"
       f"  tfds build {tfds_name} --data_dir={where}\n"
       f"or\n  python -c \"import tensorflow_datasets as tfds; "
       f"tfds.builder('{tfds_name}', data_dir='{where}')"
