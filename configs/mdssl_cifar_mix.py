@@ -11,7 +11,10 @@ Model: ResNet-50 (ImageNet stem, so 32 px gives a 1×1×2048 map), projector
 Optimiser: LARS, peak lr 4 (taken as the peak, not scaled by batch), wd 1e-6,
 10 epochs warm-up then cosine; 1024 images per domain per step (global 4096),
 48,000 iterations. Evaluation: per-domain linear probe (SGD lr 0.1, batch 1024,
-30,000 iterations, METHODS.md §2.9) and kNN (k = 20).
+30,000 iterations, METHODS.md §2.9) and kNN (k = 20). Brightness is
+multiplicative, x·f with f ~ U[0.6, 1.4]: MDSSL's code is PyTorch (paper
+A.5), whose SimCLR colour distortion is torchvision's ColorJitter, and
+SimCLR's TF code defaults to the same (`impl="simclrv2"`).
 
 Hardware / runtime: sized for an accelerator pod (e.g. TPU v3-32 or 8×A100,
 on the order of a day). Expected (paper Table 1): per-domain linear top-1

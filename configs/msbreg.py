@@ -13,7 +13,11 @@ K = 4 cell), projector and predictor 2-layer MLPs 512 hidden → 128 out with
 BN + ReLU, EMA τ 0.99 → 1 cosine [assumed: the supplement gives none], LARS
 (η = 1e-3, biases and norm parameters excluded) with peak lr = 0.4 × B/256 ×
 K, B = 512, wd 1e-5, 10 warm-up epochs then cosine, 320 epochs, blur p = 1.0
-and solarize p = 0.2 on every view (supplement Table 1).
+and solarize p = 0.2 on every view (supplement Table 1), additive brightness
+x + δ, δ ~ U[−0.4, 0.4] in every variant: that table is BYOL's (Grill et al.
+2020 App. B: a uniformly random brightness offset, as deepmind BYOL's code
+adds), and SimCLR v1, which the supplement says it follows, uses
+tf.image.random_brightness.
 Hardware: 8 GPUs in the paper (V100 16 GB); about 2 days on one A100.
 Expected: 80.4% linear top-1 (Table 5, K = 4; K = 2 without L_s, L_b, i.e.
 BYOL, gives 71.9%).

@@ -31,6 +31,9 @@ Method, as the paper states it (unstated values are METHODS.md §3.5's
     use the "odd" augmentation column (blur 0.1, solarize 0.2), large views
     2, 4 and small view 2 the "even" one (blur 1.0, solarize 0); flip 0.5,
     colour jitter 0.8 (0.4/0.4/0.2/0.1, random order), grayscale 0.2.
+    Brightness is additive, x + δ with δ ~ U[−0.4, 0.4] (App. B.1: adjusted
+    "uniformly by a value in [−a, a]", the BYOL augmentations), not
+    torchvision's factor.
     Large and small views are encoded in separate forward passes inside the
     one jitted step; small views never enter the target network.
   * saliency masking of large views with p_m = 0.1 when masks exist
@@ -77,7 +80,8 @@ probability p_m = 0.1, by its foreground on a uniform grey background
 (METHODS.md §3.7); digits and photos carry no masks and are never masked
 (the log says which domains are masked).
 Method: L = 4 large views at 32 px and S = 2 small views at 16 px (odd/even
-augmentation columns, crop areas [0.2, 1] and [0.05, 0.14]); online
+augmentation columns with the paper's additive brightness, crop areas
+[0.2, 1] and [0.05, 0.14]); online
 ResNet-18 (width ⅛, CIFAR stem) + projector + predictor (256→64), EMA target
 of encoder + projector (γ cosine 0.99 → 1); τ = 0.2, β = 1, n_e = 10
 negatives out of the 48-image batch (16 per domain). LARS with peak lr 2.0
@@ -206,7 +210,8 @@ def get_config(arg=None):
   c.augment.odd = dict(flip_p=0.5, jitter_p=0.8, brightness=0.4,
                        contrast=0.4, saturation=0.2, hue=0.1, gray_p=0.2,
                        blur_p=0.1, blur_sigma=(0.1, 2.0),
-                       blur_kernel_frac=0.1, solarize_p=0.2)
+                       blur_kernel_frac=0.1, solarize_p=0.2,
+                       brightness_mode="additive")
   c.augment.even = dict(c.augment.odd.to_dict(), blur_p=1.0, solarize_p=0.0)
   c.saliency.prob = 0.1
   c.saliency.min_coverage = 0.05
@@ -259,7 +264,8 @@ def _small_views(c) -> None:
   """L = 4 large views at 32 px, S = 2 small ones at 16 px (§3.6)."""
   # Large views 1, 3 and small view 1 use augment.odd, large 2, 4 and small
   # 2 use augment.even (the schema's defaults are the paper's table: blur
-  # 0.1 / 1.0, solarize 0.2 / 0).
+  # 0.1 / 1.0, solarize 0.2 / 0; brightness additive as in App. B.1).
+  presets.brightness_mode(c, "additive")
   c.views.large.count = 4
   c.views.large.size = 32
   c.views.large.crop_area = (0.2, 1.0)  # 0.08 is harsh on 32 px images.

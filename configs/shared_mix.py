@@ -10,7 +10,8 @@ r"""MDSSL on the real .npz domains of ../shared/data, sized for a CPU.
 Domains: cifar10, mnist (grey 28×28, padded to 32 and channel-repeated), gtsrb,
 notmnist — four visually different domains of 8–10k training images each.
 Model: ResNet-18 at width 0.25 (CIFAR stem), projector 256→64, τ = 0.2,
-λ1 = 1, λ2 = 0.1, 64 images per domain per step, 2,000 steps.
+λ1 = 1, λ2 = 0.1, 64 images per domain per step, 2,000 steps; multiplicative
+(torchvision) brightness, as MDSSL's PyTorch code (paper A.5).
 
 Hardware / runtime: 2 CPU cores, roughly 1–1.5 hours (use a GPU for more
 steps or full width). Expected: per-domain kNN and probe top-1 far above

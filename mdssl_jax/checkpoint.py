@@ -74,7 +74,8 @@ class Checkpointer:
       hint = (f" Earlier checkpoints: {others}; move {path} aside to resume "
               "from the newest of them." if others else "")
       raise CheckpointError(
-          f"Cannot restore checkpoint {path}: {type(e).__name__}: {e}. "
+          f"Cannot restore checkpoint {path}: {type(e).__name__}: "
+          f"{_first_line(e)}. "
           "It is corrupt or was written by a different config (model, "
           "method or optimizer changed). Nothing was deleted." + hint
           + " To start afresh, use a new --workdir.") from e
@@ -102,6 +103,31 @@ class Checkpointer:
     self.close()
 
 
+def finished_step(workdir: str) -> int | None:
+  """The newest finished checkpoint step of `workdir`, read from disk.
+
+  Orbax writes each checkpoint under a temporary name and renames it to its
+  step when complete, so this is right even after a failed save.
+  """
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return None
+  steps = [int(n) for n in os.listdir(directory) if n.isdigit()]
+  return max(steps) if steps else None
+
+
+# TensorStore appends its specs (kilobytes of JSON) to its messages.
+_MAX_MESSAGE = 300
+
+
+def _first_line(error: BaseException) -> str:
+  """`error`'s message without TensorStore's spec dump, at most 300 chars."""
+  text = str(error).split("\n")[0]
+  for marker in (" [tensorstore_spec", " [source locations"):
+    text = text.split(marker)[0]
+  return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
+
+
 def _verify_readable(path: str) -> None:
   """Reads every stored record of the OCDBT array stores under `path`.
 
@@ -112,11 +138,16 @@ def _verify_readable(path: str) -> None:
   closed event loop and flood stderr long after the error was raised.
 
   Raises:
-    ValueError: (from TensorStore) a store is unreadable.
+    ValueError: a store's manifest is missing, or (from TensorStore) a
+      store is unreadable.
   """
   for item in sorted(os.listdir(path)):
     item_dir = os.path.join(path, item)
+    if not os.path.isdir(item_dir):
+      continue
     if not os.path.isfile(os.path.join(item_dir, "manifest.ocdbt")):
+      if any(n.startswith("ocdbt.process_") for n in os.listdir(item_dir)):
+        raise ValueError(f"{item_dir}/manifest.ocdbt is missing")
       continue
     store = ts.KvStore.open(
         {"driver": "ocdbt", "base": f"file://{item_dir}/"}).result()

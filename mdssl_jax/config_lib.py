@@ -97,6 +97,7 @@ _AUGMENT_ODD = dict(flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
                     # or BYOL / RELICv2's delta in [-a, a] ("additive").
                     brightness_mode="multiplicative")
 AUGMENT_KEYS = tuple(_AUGMENT_ODD)
+BRIGHTNESS_MODES = ("multiplicative", "additive")
 
 
 class ConfigError(ValueError):
@@ -245,7 +246,13 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   c.mesh_shape = -1
   c.log_every = 50
   c.checkpoint = ml_collections.ConfigDict({
-      "every_steps": 1000, "keep": 3, "resume": True, "async_save": True})
+      "every_steps": 1000, "keep": 3, "resume": True, "async_save": True,
+      # Resuming with a config that changes what is trained (method, model,
+      # seed, data, optimiser...; see workdir.FREE_KEYS for what may
+      # change): "strict" refuses unless allow_changes names the keys (or
+      # their prefixes, e.g. "optim"); "allow" accepts any change. Accepted
+      # changes are recorded in <workdir>/config_history.jsonl.
+      "resume_policy": "strict", "allow_changes": ()})
   # Settings shared by every evaluator of the suite.
   c.eval = ml_collections.ConfigDict({
       "every_steps": 0,  # Periodic evaluation during training (0: off).
@@ -422,10 +429,23 @@ def _core_errors(config: ml_collections.ConfigDict) -> list[str]:
   if config.checkpoint.keep < 1:
     errors.append("checkpoint.keep must be ≥ 1 (finished checkpoints are "
                   "never all deleted).")
+  if config.checkpoint.resume_policy not in ("strict", "allow"):
+    errors.append(f"checkpoint.resume_policy="
+                  f"{config.checkpoint.resume_policy!r}; use 'strict' or "
+                  "'allow'.")
+  if not all(isinstance(k, str) for k in config.checkpoint.allow_changes):
+    errors.append("checkpoint.allow_changes must hold config keys or "
+                  "prefixes, e.g. --config.checkpoint.allow_changes="
+                  "optim.base_lr,seed.")
   for key in ("feature_batch_size", "max_train_per_domain",
               "max_test_per_domain"):
     if config.eval[key] < 1:
       errors.append(f"eval.{key} must be ≥ 1.")
+  for col in ("odd", "even"):
+    mode = config.augment[col].brightness_mode
+    if mode not in BRIGHTNESS_MODES:
+      errors.append(f"augment.{col}.brightness_mode={mode!r}; use one of "
+                    f"{BRIGHTNESS_MODES}.")
   if config.eval.every_steps < 0:
     errors.append("eval.every_steps must be ≥ 0 (0: no periodic "
                   "evaluation).")

@@ -57,31 +57,53 @@ def _matrix_mask(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-class _SoloLarsState(NamedTuple):
+class _LarsState(NamedTuple):
   count: jax.Array
 
 
-def scale_by_clipped_lars(lr_fn, *, weight_decay: float, eta: float,
-                          eps: float = 1e-8) -> optax.GradientTransformation:
-  """solo-learn's LARS scaling (`clip_lr=True`, METHODS.md §1.2).
+def scale_by_lars(lr_fn, *, weight_decay: float, eta: float, clip_lr: bool,
+                  eps: float = 1e-8) -> optax.GradientTransformation:
+  """LARS's decay and trust ratio, before momentum and lr (METHODS.md §1.2).
 
-  For each adapted tensor: g ← (g + wd·w) · min(η‖w‖/(‖g‖ + wd‖w‖ + eps)
-  / lr_t, 1). Excluded tensors are handled by masking this transform.
+  For each adapted tensor (excluded ones are handled by masking this
+  transform), g ← (g + wd·w)·r with
+    plain (`clip_lr=False`, You et al. 2017, BYOL, PyTorch SGD-based LARS):
+      r = η‖w‖/‖g + wd·w‖;
+    clipped (`clip_lr=True`, solo-learn):
+      r = min(η‖w‖/(‖g‖ + wd‖w‖ + eps) / lr_t, 1);
+  and r = 1 where ‖w‖ or the gradient norm is 0. Chain it before
+  `optax.sgd(lr_fn, momentum)`, which keeps the reference order
+  m ← μ·m + r·g′, w ← w − lr_t·m (not optax.lars's lr-before-momentum).
+
+  Args:
+    lr_fn: schedule step -> learning rate (used only when clipping).
+    weight_decay: wd.
+    eta: trust coefficient η.
+    clip_lr: solo-learn's clipped ratio instead of the plain one.
+    eps: solo-learn's denominator epsilon (clipped ratio only).
+
+  Returns:
+    The optax transformation.
   """
   def init(params):
     del params
-    return _SoloLarsState(count=jnp.zeros((), jnp.int32))
+    return _LarsState(count=jnp.zeros((), jnp.int32))
 
   def update(updates, state, params):
     lr = jnp.maximum(lr_fn(state.count), 1e-12)
     def scale(g, w):
       w_norm, g_norm = jnp.linalg.norm(w), jnp.linalg.norm(g)
-      ratio = eta * w_norm / (g_norm + weight_decay * w_norm + eps)
-      ratio = jnp.minimum(ratio / lr, 1.0)
+      decayed = g + weight_decay * w
+      if clip_lr:
+        ratio = eta * w_norm / (g_norm + weight_decay * w_norm + eps)
+        ratio = jnp.minimum(ratio / lr, 1.0)
+      else:
+        g_norm = jnp.linalg.norm(decayed)
+        ratio = eta * w_norm / jnp.where(g_norm > 0, g_norm, 1.0)
       ratio = jnp.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)
-      return (g + weight_decay * w) * ratio
+      return decayed * ratio
     return (jax.tree.map(scale, updates, params),
-            _SoloLarsState(count=state.count + 1))
+            _LarsState(count=state.count + 1))
 
   return optax.GradientTransformation(init, update)
 
@@ -93,13 +115,16 @@ def make_optimizer(
   """Builds the optax optimiser and its learning-rate schedule.
 
   Biases and normalisation parameters (every tensor with ndim ≤ 1) get
-  neither weight decay nor the LARS trust ratio (METHODS.md §1.2).
+  neither weight decay nor the LARS trust ratio (METHODS.md §1.2). LARS
+  and SGD apply the learning rate after the momentum trace (m ← μ·m + u;
+  w ← w − lr_t·m), as PyTorch's SGD and BYOL's LARS do.
 
   Args:
     optim_cfg: `config.optim` (name, base_lr, lr_scaling, weight_decay,
       momentum, trust_coefficient, clip_lr, nesterov, b1, b2, end_lr_factor,
-      grad_clip_norm). `clip_lr=True` with name "lars" is solo-learn's
-      variant (used with trust_coefficient 0.02 by seed 003's runs).
+      grad_clip_norm). Name "lars" is `scale_by_lars` then momentum SGD;
+      `clip_lr=True` is solo-learn's variant (used with trust_coefficient
+      0.02 by seed 003's runs).
     total_steps: optimiser steps in the run.
     warmup_steps: linear warm-up steps.
     global_batch: images per step over all devices and processes.
@@ -114,17 +139,12 @@ def make_optimizer(
   wd = optim_cfg.weight_decay
   momentum = optim_cfg.momentum
   nesterov = optim_cfg.nesterov
-  if name == "lars" and optim_cfg.clip_lr:
-    scale = scale_by_clipped_lars(lr, weight_decay=wd,
-                                  eta=optim_cfg.trust_coefficient)
+  if name == "lars":
+    scale = scale_by_lars(lr, weight_decay=wd, clip_lr=optim_cfg.clip_lr,
+                          eta=optim_cfg.trust_coefficient)
     tx = optax.chain(
         optax.masked(scale, _matrix_mask),
         optax.sgd(lr, momentum=momentum or None, nesterov=nesterov))
-  elif name == "lars":
-    tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=_matrix_mask,
-                    trust_coefficient=optim_cfg.trust_coefficient,
-                    trust_ratio_mask=_matrix_mask, momentum=momentum,
-                    nesterov=nesterov)
   elif name == "sgd":
     tx = optax.chain(
         optax.add_decayed_weights(wd, mask=_matrix_mask),

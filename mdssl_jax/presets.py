@@ -147,15 +147,35 @@ def shared_variant(c: ConfigDict, shared_dir: str = DEFAULT_SHARED_DIR
   return c
 
 
+# ---- Brightness semantics ---------------------------------------------------
+
+
+def brightness_mode(c: ConfigDict, mode: str) -> ConfigDict:
+  """Sets `augment.{odd,even}.brightness_mode` to `mode`.
+
+  "multiplicative": x·f, f ~ U[max(0, 1 − a), 1 + a] (torchvision
+  ColorJitter: solo-learn, PyTorch SimCLR/MDSSL code, SimCLR's TF code
+  default `simclrv2`); "additive": x + δ, δ ~ U[−a, a]
+  (tf.image.random_brightness: deepmind BYOL, RELICv2, SimCLR v1).
+  """
+  for col in ("odd", "even"):
+    c.augment[col].brightness_mode = mode
+  return c
+
+
 # ---- solo-learn recipes (METHODS.md §5) --------------------------------------
 
 
 def solo_asymmetric(c: ConfigDict, *, image_size: int) -> ConfigDict:
-  """solo-learn's "asymmetric" (BYOL) augmentation; no blur at 32 px."""
+  """solo-learn's "asymmetric" (BYOL) augmentation; no blur at 32 px.
+
+  torchvision ColorJitter: multiplicative brightness.
+  """
   for col in ("odd", "even"):
     c.augment[col].update(
         flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
-        saturation=0.2, hue=0.1, gray_p=0.2)
+        saturation=0.2, hue=0.1, gray_p=0.2,
+        brightness_mode="multiplicative")
   big = image_size > 64
   c.augment.odd.update(blur_p=1.0 if big else 0.0, solarize_p=0.0)
   c.augment.even.update(blur_p=0.1 if big else 0.0, solarize_p=0.2)
@@ -163,11 +183,15 @@ def solo_asymmetric(c: ConfigDict, *, image_size: int) -> ConfigDict:
 
 
 def solo_symmetric(c: ConfigDict) -> ConfigDict:
-  """solo-learn's "symmetric" (SimCLR/SwAV) augmentation for both views."""
+  """solo-learn's "symmetric" (SimCLR/SwAV) augmentation for both views.
+
+  torchvision ColorJitter: multiplicative brightness.
+  """
   for col in ("odd", "even"):
     c.augment[col].update(
         flip_p=0.5, jitter_p=0.8, brightness=0.8, contrast=0.8,
-        saturation=0.8, hue=0.2, gray_p=0.2, blur_p=0.5, solarize_p=0.0)
+        saturation=0.8, hue=0.2, gray_p=0.2, blur_p=0.5, solarize_p=0.0,
+        brightness_mode="multiplicative")
   return c
 
 
@@ -235,7 +259,10 @@ def msbreg_recipe(c: ConfigDict) -> ConfigDict:
 
   K = 4 views, λ_s = 0.004, λ_b = 0.5, 512 → 128 heads with BN, EMA 0.99,
   LARS (η = 1e-3) base lr 0.4 × B/256 × K, wd 1e-5, 320 epochs, blur 1.0
-  and solarize 0.2 on every view.
+  and solarize 0.2 on every view. Additive brightness: the supplement's
+  Table 1 is BYOL's augmentation table (Grill et al. 2020 App. B: a uniformly
+  random brightness offset; deepmind BYOL's code adds δ ~ U[−a, a]),
+  and SimCLR v1, which its text cites, uses tf.image.random_brightness.
   """
   c.method_args.update(lambda_s=0.004, lambda_b=0.5)
   c.views.large.count = 4
@@ -243,7 +270,8 @@ def msbreg_recipe(c: ConfigDict) -> ConfigDict:
   for col in ("odd", "even"):  # Supplement Table 1: the same for all views.
     c.augment[col].update(
         flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
-        saturation=0.2, hue=0.1, gray_p=0.2, blur_p=1.0, solarize_p=0.2)
+        saturation=0.2, hue=0.1, gray_p=0.2, blur_p=1.0, solarize_p=0.2,
+        brightness_mode="additive")
   c.projector.update(hidden_dims=(512,), out_dim=128, norm="batch")
   c.predictor.update(hidden_dims=(512,), out_dim=128, norm="batch")
   c.ema.update(base=0.99, schedule="cosine")
@@ -295,6 +323,10 @@ def to_byol_baseline(c: ConfigDict) -> ConfigDict:
 def cifar_mix(c: ConfigDict, *, runlocal: bool = False) -> ConfigDict:
   """The Table-1 setup shared by MDSSL and the multi-domain SimCLR baseline.
 
+  Multiplicative brightness: MDSSL's code is PyTorch (seed 000 A.5), whose
+  SimCLR colour distortion is torchvision's ColorJitter; SimCLR's own TF
+  code defaults to the same (`impl="simclrv2"`).
+
   Args:
     c: a config of method "mdssl" or "simclr", modified in place.
     runlocal: shrink everything for a CPU smoke run against mock or tiny
@@ -313,6 +345,7 @@ def cifar_mix(c: ConfigDict, *, runlocal: bool = False) -> ConfigDict:
   c.projector.out_dim = 128
   c.projector.norm = "none"
   c.method_args.temperature = 0.1
+  brightness_mode(c, "multiplicative")
   c.optim.name = "lars"
   c.optim.base_lr = 4.0
   c.optim.lr_scaling = "none"

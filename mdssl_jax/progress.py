@@ -7,6 +7,8 @@ import os
 import time
 from typing import Any, Callable
 
+from absl import logging
+
 
 def format_duration(seconds: float) -> str:
   seconds = max(0, int(round(seconds)))
@@ -61,10 +63,42 @@ class JsonlWriter:
       f.write(json.dumps(record) + "\n")
 
   def read(self) -> list[dict[str, Any]]:
+    """The file's records; damaged lines are skipped with a warning.
+
+    A kill in the middle of a write leaves a truncated last line, so one bad
+    line must not cost the whole log.
+    """
     if not os.path.exists(self.path):
       return []
+    records = []
     with open(self.path) as f:
-      return [json.loads(line) for line in f if line.strip()]
+      for number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+        except ValueError:
+          record = None
+        if not isinstance(record, dict) or "step" not in record:
+          logging.warning("Skipping damaged line %d of %s: %.60r", number,
+                          self.path, line)
+          continue
+        records.append(record)
+    return records
+
+  def keep_until(self, step: int) -> None:
+    """Drops records past `step` (and damaged lines), rewriting atomically.
+
+    A resume from the checkpoint at `step` logs the later steps again, so
+    their old rows would make the file (and loss.png) jump back in time.
+    """
+    if not os.path.exists(self.path):
+      return
+    kept = [r for r in self.read() if r["step"] <= step]
+    tmp = f"{self.path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, self.path)
 
 
 def save_loss_plot(records: list[dict[str, Any]], path: str) -> None:

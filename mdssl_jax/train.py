@@ -45,6 +45,7 @@ from mdssl_jax import methods
 from mdssl_jax import optim
 from mdssl_jax import progress as progress_lib
 from mdssl_jax import sharding as sharding_lib
+from mdssl_jax import workdir as workdir_lib
 from mdssl_jax.data import pipeline, sources
 from mdssl_jax.evaluation import report
 from mdssl_jax.evaluation.features import FeatureExtractor
@@ -264,6 +265,37 @@ class NonFiniteLossError(FloatingPointError):
   """Raised when training produced a NaN/inf loss or gradient."""
 
 
+def nonfinite_message(first: int, last: int, checkpoint_step: int | None,
+                      directory: str, compute_dtype: str) -> str:
+  """The NonFiniteLossError text for a blow-up between steps first..last.
+
+  Args:
+    first: the last step known to be finite.
+    last: the step at which the non-finite mean was seen.
+    checkpoint_step: the newest checkpoint on disk; None: none yet.
+    directory: where checkpoints go.
+    compute_dtype: the run's compute dtype (float32: no dtype advice).
+  """
+  fixes = ["lower the learning rate (--config.optim.base_lr)",
+           "enable gradient clipping (--config.optim.grad_clip_norm=1.0)"]
+  if compute_dtype != "float32":
+    fixes.append("train in float32 (--config.compute_dtype=float32)")
+  text = (f"Non-finite loss or gradient between steps {first} and {last}. "
+          "The state from before that step was kept; ")
+  if checkpoint_step is None:
+    text += (f"no checkpoint was written yet in {directory}, so a rerun "
+             "starts afresh. ")
+  else:
+    text += (f"the last good checkpoint (step {checkpoint_step}) in "
+             f"{directory} is intact. ")
+  text += "To fix it, " + ", ".join(fixes[:-1]) + " or " + fixes[-1] + "."
+  if checkpoint_step is not None:
+    keys = "optim" + (",compute_dtype" if compute_dtype != "float32" else "")
+    text += (" To resume this workdir with such a change, add "
+             f"--config.checkpoint.allow_changes={keys}.")
+  return text
+
+
 def _to_host(metrics: dict[str, jax.Array]) -> dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
@@ -331,13 +363,10 @@ def train_loop(config: ml_collections.ConfigDict, setup: Setup,
       if is_log or is_ckpt or done == end_step:
         scalars = {k: v / acc_n for k, v in _to_host(acc).items()}
         if scalars.pop("nonfinite") > 0:
-          raise NonFiniteLossError(
-              f"Non-finite loss or gradient between steps {done - acc_n} and "
-              f"{done}. The state from before that step was kept, and the "
-              f"last good checkpoint (step {last_good}) in "
-              f"{checkpointer.directory} is intact. Lower the learning rate "
-              "(--config.optim.base_lr), enable gradient clipping "
-              "(--config.optim.grad_clip_norm=1.0) or train in float32.")
+          checkpointer.wait()
+          raise NonFiniteLossError(nonfinite_message(
+              done - acc_n, done, checkpointer.latest_step(),
+              checkpointer.directory, config.compute_dtype))
         acc, acc_n = None, 0
         writer.write_scalars(done, scalars)
         if jsonl is not None:
@@ -465,13 +494,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        max_steps_this_run: int | None = None) -> TrainState:
   """Trains `config.method` on the configured domains, then evaluates.
 
-  Resumes automatically from the newest checkpoint in `workdir`. Writes
-  `config.json`, TensorBoard summaries, `metrics.jsonl`, `loss.png`,
+  Resumes automatically from the newest checkpoint in `workdir`, if the
+  config is compatible with the one saved there (`workdir_lib.FREE_KEYS`,
+  config.checkpoint.resume_policy / allow_changes). Holds the workdir's
+  lock throughout. Writes `config.json` (and `config_history.jsonl` on an
+  accepted change), TensorBoard summaries, `metrics.jsonl`, `loss.png`,
   checkpoints and `results.json` (per-domain results of `config.evals`).
 
   Args:
     config: a run config (see `configs/`); validated here.
-    workdir: output directory (created if missing).
+    workdir: output directory (created if missing; removed again when this
+      call created it and failed before training wrote anything).
     max_steps_this_run: stop (with a checkpoint, without evaluating) after
       this many steps, e.g. to fit a scheduler's time slice; the next call
       with the same workdir continues the same run.
@@ -481,6 +514,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Raises:
     config_lib.ConfigError: the config is invalid.
+    workdir_lib.WorkdirError: the workdir cannot be written, is locked by
+      another run, holds a run of an incompatible config, or the disk
+      filled up (the last good checkpoint is kept).
     NonFiniteLossError: training diverged (see `train_loop`).
     ckpt_lib.CheckpointError: the newest checkpoint cannot be restored.
   """
@@ -489,9 +525,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info("keep_host_memory: %s", "on" if
                  host_memory.keep_freed_host_memory() else "unavailable")
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  jax.config.update("jax_threefry_partitionable", True)
+  # Only the main process writes the workdir's own files (and holds its
+  # lock); every process writes its part of the checkpoints.
   is_main = jax.process_index() == 0
+  created = workdir_lib.create(workdir) if is_main else []
+  try:
+    with contextlib.ExitStack() as stack:
+      if is_main:
+        stack.enter_context(workdir_lib.Lock(workdir))
+      return _train_and_evaluate(config, workdir, stack, is_main,
+                                 max_steps_this_run)
+  except Exception as e:
+    if workdir_lib.is_disk_full(e):
+      raise workdir_lib.disk_full_error(
+          workdir, ckpt_lib.finished_step(workdir)) from e
+    raise
+  finally:
+    if is_main:
+      workdir_lib.remove_if_unused(workdir, created)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        stack: contextlib.ExitStack, is_main: bool,
+                        max_steps_this_run: int | None) -> TrainState:
+  """`train_and_evaluate` in a created, locked workdir; closes via `stack`."""
+  jax.config.update("jax_threefry_partitionable", True)
+  checkpointer = stack.enter_context(ckpt_lib.Checkpointer(
+      workdir, keep=config.checkpoint.keep,
+      async_save=config.checkpoint.async_save))
+  latest = checkpointer.latest_step()
+  if latest is not None and not config.checkpoint.resume:
+    raise workdir_lib.WorkdirError(
+        f"{workdir} holds checkpoints (newest: step {latest}) but "
+        "checkpoint.resume=False: a new run there would mix with them. "
+        "Pass a new --workdir, or drop checkpoint.resume=False to resume.")
+  # Read-only check, before anything in the workdir is written.
+  changes = (workdir_lib.resume_changes(config, workdir, latest)
+             if is_main and latest is not None else {})
 
   mesh = sharding_lib.make_mesh(config.mesh_shape)
   domains = sources.load_domains(config.data)
@@ -501,49 +571,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                "warmup=%d devices=%d", config.method,
                [d.name for d in domains], shape.global_batch,
                shape.total_steps, shape.warmup_steps, mesh.size)
+  state = restore_or_init(setup, config, checkpointer, mesh)
+  start_step = int(state.step)
+  jsonl = None
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-
-  checkpointer = ckpt_lib.Checkpointer(
-      workdir, keep=config.checkpoint.keep,
-      async_save=config.checkpoint.async_save)
+    workdir_lib.record_config(config, workdir, start_step, changes)
+    jsonl = progress_lib.JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+    jsonl.keep_until(start_step)
   # Close the writer and Orbax's background threads on every exit path
   # (an error, an interrupt, or success), after pending saves finish.
-  with contextlib.ExitStack() as stack:
-    stack.enter_context(checkpointer)
-    state = restore_or_init(setup, config, checkpointer, mesh)
-    start_step = int(state.step)
-    writer = stack.enter_context(contextlib.closing(
-        metric_writers.create_default_writer(
-            workdir, just_logging=not is_main, asynchronous=True)))
-    jsonl = (progress_lib.JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
-             if is_main else None)
-    extractor = make_extractor(config, setup, mesh)
-    evaluate = functools.partial(evaluate_state, config, setup,
-                                 domains=domains, extractor=extractor)
-    batches = global_batches(
-        pipeline.make_train_iterator(
-            config, domains, start_step=start_step,
-            process_index=jax.process_index(),
-            process_count=jax.process_count()),
-        mesh)
-    end_step = shape.total_steps
-    if max_steps_this_run is not None:
-      end_step = min(end_step, start_step + max_steps_this_run)
-    t_start = time.time()
-    state = train_loop(config, setup, state, make_train_step(setup, mesh),
-                       batches, end_step=end_step, checkpointer=checkpointer,
-                       writer=writer, jsonl=jsonl, evaluate=evaluate)
-    train_time = time.time() - t_start
-    final_step = int(state.step)
-    if final_step < shape.total_steps or not config.eval.at_end:
-      return state
-
-    results = evaluate(state)
-    if is_main:
-      _write_results(config, setup, results, workdir, jsonl.read(),
-                     steps=final_step, steps_this_run=final_step - start_step,
-                     seconds_this_run=train_time)
-    _write_eval_scalars(writer, final_step, results)
+  writer = stack.enter_context(contextlib.closing(
+      metric_writers.create_default_writer(
+          workdir, just_logging=not is_main, asynchronous=True)))
+  extractor = make_extractor(config, setup, mesh)
+  evaluate = functools.partial(evaluate_state, config, setup,
+                               domains=domains, extractor=extractor)
+  batches = global_batches(
+      pipeline.make_train_iterator(
+          config, domains, start_step=start_step,
+          process_index=jax.process_index(),
+          process_count=jax.process_count()),
+      mesh)
+  end_step = shape.total_steps
+  if max_steps_this_run is not None:
+    end_step = min(end_step, start_step + max_steps_this_run)
+  t_start = time.time()
+  state = train_loop(config, setup, state, make_train_step(setup, mesh),
+                     batches, end_step=end_step, checkpointer=checkpointer,
+                     writer=writer, jsonl=jsonl, evaluate=evaluate)
+  train_time = time.time() - t_start
+  final_step = int(state.step)
+  if final_step < shape.total_steps or not config.eval.at_end:
     return state
+
+  results = evaluate(state)
+  if is_main:
+    _write_results(config, setup, results, workdir, jsonl.read(),
+                   steps=final_step, steps_this_run=final_step - start_step,
+                   seconds_this_run=train_time)
+  _write_eval_scalars(writer, final_step, results)
+  return state

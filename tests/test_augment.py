@@ -17,9 +17,9 @@ from mdssl_jax.data.augment import slots
 
 _IDENT = dict(crop_area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0.0,
               jitter_p=0.0, brightness=0.4, contrast=0.4, saturation=0.2,
-              hue=0.1, brightness_mode="multiplicative", gray_p=0.0, blur_p=0.0, blur_sigma=(0.1, 2.0),
-              blur_kernel_frac=0.1, solarize_p=0.0, mean=(0.0, 0.0, 0.0),
-              std=(1.0, 1.0, 1.0))
+              hue=0.1, brightness_mode="multiplicative", gray_p=0.0,
+              blur_p=0.0, blur_sigma=(0.1, 2.0), blur_kernel_frac=0.1,
+              solarize_p=0.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 _FULL = dict(_IDENT, crop_area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), flip_p=0.5,
              jitter_p=0.8, gray_p=0.2, blur_p=0.5, solarize_p=0.2,
              mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

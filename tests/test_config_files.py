@@ -112,3 +112,21 @@ def test_relicv2_r50_setups_take_only_their_arguments():
     with pytest.raises(config_lib.ConfigError,
                        match=rf"the {setup} setup does not take \['{stray}'\]"):
       load(arg)
+
+
+# Brightness semantics per reference (issue #11 item 4): deepmind BYOL's
+# table (RELICv2 App. B.1, MSBReg's supplement) adds a delta; torchvision's
+# ColorJitter (solo-learn, MDSSL's PyTorch code) multiplies.
+_ADDITIVE = {"relicv2_r50": None, "msbreg": None, "byol": ("stl10",)}
+
+
+@pytest.mark.parametrize("name,arg", CASES)
+def test_brightness_mode_follows_the_reference(name, arg):
+  path = REPO / "configs" / f"{name}.py"
+  config = config_lib.load_config(f"{path}:{arg}" if arg else str(path))
+  additive = name in _ADDITIVE and (
+      _ADDITIVE[name] is None or any(a in arg.split(",")
+                                     for a in _ADDITIVE[name]))
+  expected = "additive" if additive else "multiplicative"
+  for col in ("odd", "even"):
+    assert config.augment[col].brightness_mode == expected, (name, arg, col)

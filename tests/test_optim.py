@@ -60,41 +60,76 @@ def test_ema_schedule_cosine_and_constant():
 
 
 def _np_lars_step(w, g, m, lr, wd, eta, mu, adapt):
-  """METHODS.md §1.2 as optax orders it (lr applied before the momentum)."""
+  """One METHODS.md §1.2 step in float64: lr applied after the momentum."""
   if adapt:
-    g = g + wd * w
+    g = g + wd * w  # 1. g' = g + wd·w.
     wn, gn = np.linalg.norm(w), np.linalg.norm(g)
-    r = eta * wn / gn if wn > 0 and gn > 0 else 1.0
-    g = r * g
-  m = mu * m + lr * g
-  return w - m, m
+    g = (eta * wn / gn if wn > 0 and gn > 0 else 1.0) * g  # 2. r·g'.
+  m = mu * m + g  # 3. m <- mu·m + r·g'.
+  return w - lr * m, m  # 4. w <- w - lr_t·m.
 
 
-def test_lars_matches_reference_and_excludes_biases_and_norms():
-  rng = np.random.default_rng(0)
+def _lars_params(rng):
+  """Adapted leaves (conv, dense, an all-zero matrix: r = 1) and excluded
+  ones (BN scale/offset, a dense bias)."""
   params = {"conv": {"kernel": rng.normal(size=(3, 3, 2, 4))},
+            "dense": {"kernel": rng.normal(size=(6, 5)) * 0.1,
+                      "bias": rng.normal(size=5)},
+            "zero": {"kernel": np.zeros((3, 2))},
             "bn": {"scale": rng.normal(size=4), "bias": rng.normal(size=4)}}
-  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-  tx, lr_fn = optim.make_optimizer(optim_cfg(), total_steps=100,
-                                   warmup_steps=2, global_batch=256)
-  state = tx.init(params)
-  ref_w = jax.tree.map(np.asarray, params)
-  ref_m = jax.tree.map(np.zeros_like, ref_w)
-  for step in range(3):
-    grads = jax.tree.map(
-        lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
-    updates, state = tx.update(grads, state, params)
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+
+
+def _run(tx, params, grads):
+  """Applies `tx` to a gradient sequence: (final params, every update)."""
+  state, steps = tx.init(params), []
+  for g in grads:
+    updates, state = tx.update(g, state, params)
     params = optax.apply_updates(params, updates)
+    steps.append(updates)
+  return params, steps
+
+
+def test_lars_matches_reference_order_over_warmup():
+  # 10-step linear warm-up then cosine: plain LARS (clip_lr=False) must take
+  # the §1.2 steps, lr applied after the momentum trace; biases and norm
+  # parameters get plain momentum SGD without decay or trust ratio.
+  rng = np.random.default_rng(0)
+  params = _lars_params(rng)
+  steps, wd, eta = 14, 1e-2, 1e-3
+  grads = [jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape),
+                                              jnp.float32), params)
+           for _ in range(steps)]
+  cfg = optim_cfg(base_lr=2.0, weight_decay=wd, trust_coefficient=eta)
+  tx, lr_fn = optim.make_optimizer(cfg, total_steps=100, warmup_steps=10,
+                                   global_batch=256)
+  got, got_steps = _run(tx, params, grads)
+  ref_w = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+  ref_m = jax.tree.map(np.zeros_like, ref_w)
+  paths = [(a, b) for a in ref_w for b in ref_w[a]]
+  for step, g in enumerate(grads):
     lr = float(lr_fn(step))
-    for path in (("conv", "kernel"), ("bn", "scale"), ("bn", "bias")):
-      w, m = _np_lars_step(ref_w[path[0]][path[1]],
-                           np.asarray(grads[path[0]][path[1]]),
-                           ref_m[path[0]][path[1]], lr, 1e-2, 1e-3, 0.9,
-                           adapt=path[0] == "conv")
-      ref_w[path[0]][path[1]], ref_m[path[0]][path[1]] = w, m
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6),
-               params, ref_w)
+    for a, b in paths:
+      w = ref_w[a][b]
+      ref_w[a][b], ref_m[a][b] = _np_lars_step(
+          w, np.asarray(g[a][b], np.float64), ref_m[a][b], lr, wd, eta, 0.9,
+          adapt=w.ndim > 1)
+      # Each step's update -lr_t·m to ~1e-6 of its size (float32 vs 64).
+      want = ref_w[a][b] - w
+      np.testing.assert_allclose(got_steps[step][a][b], want, rtol=0,
+                                 atol=1e-6 * np.abs(want).max() + 1e-12,
+                                 err_msg=f"step {step} {a}/{b}")
+  assert float(lr_fn(0)) == 0.0 and float(lr_fn(10)) == pytest.approx(2.0)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6),
+               got, ref_w)
+  # optax.lars (lr before the momentum) takes different steps under warm-up.
+  mask = optim._matrix_mask  # pylint: disable=protected-access
+  old, _ = _run(optax.lars(lr_fn, weight_decay=wd, weight_decay_mask=mask,
+                           trust_coefficient=eta, trust_ratio_mask=mask,
+                           momentum=0.9), params, grads)
+  moved = ref_w["dense"]["kernel"] - np.asarray(params["dense"]["kernel"])
+  old_moved = np.asarray(old["dense"]["kernel"] - params["dense"]["kernel"])
+  assert np.abs(old_moved - moved).max() > 0.05 * np.abs(moved).max()
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])

@@ -27,7 +27,8 @@ from mdssl_jax.data.sources import tfds_streaming
 _NUM_TRAIN, _NUM_TEST = 24, 10
 _IDENTITY = dict(flip_p=0.0, jitter_p=0.0, brightness=0.4, contrast=0.4,
                  saturation=0.2, hue=0.1, gray_p=0.0, blur_p=0.0,
-                 blur_sigma=(0.1, 2.0), blur_kernel_frac=0.1, solarize_p=0.0)
+                 blur_sigma=(0.1, 2.0), blur_kernel_frac=0.1, solarize_p=0.0,
+                 brightness_mode="multiplicative")
 
 
 class MdsslTinyJpegs(tfds.core.GeneratorBasedBuilder):
@@ -479,7 +480,8 @@ def test_streaming_crop_matches_vectorised_augmentation():
   params = dict(flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
                 saturation=0.2, hue=0.1, gray_p=0.2, blur_p=0.5,
                 blur_sigma=(0.1, 2.0), blur_kernel_frac=0.1, solarize_p=0.2,
-                mean=(0.5,) * 3, std=(0.25,) * 3)
+                brightness_mode="multiplicative", mean=(0.5,) * 3,
+                std=(0.25,) * 3)
   ref = augment.augment_batch(images, u, out_size=16, crop_area=(0.08, 1.0),
                               aspect=(0.75, 4 / 3), **params).numpy()
   crops = tf.stack([augment.random_resized_crop(

@@ -144,19 +144,28 @@ def test_load_for_eval_restores_the_trained_and_earlier_states(full):
     train.load_for_eval(full.config, full.workdir, step=4)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("every", [1, 1000])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path,
+                                                              every):
   config = tiny_config(steps=12)
   config.optim.name = "sgd"
   config.optim.warmup_steps = 3
   config.optim.base_lr = 1e30  # lr(0) = 0, then a blow-up at step 2.
-  config.checkpoint.every_steps = 1
+  config.checkpoint.every_steps = every
   workdir = str(tmp_path / "nan")
-  with fast_compile(), pytest.raises(train.NonFiniteLossError,
-                                     match="last good checkpoint"):
+  with fast_compile(), pytest.raises(train.NonFiniteLossError) as e:
     train.train_and_evaluate(config, workdir)
+  message = str(e.value)
+  assert "float32" not in message  # The run already is float32.
+  if every == 1000:
+    assert "no checkpoint was written yet" in message, message
+    assert "last good" not in message
+    assert os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+    assert ckpt_lib.finished_step(workdir) is None
+    return
+  assert "the last good checkpoint (step 2)" in message, message
   with ckpt_lib.Checkpointer(workdir, async_save=False) as ck:
-    steps = ck.all_steps()
-  assert steps and max(steps) < 12
+    assert max(ck.all_steps()) == 2
   _, state = _restore(workdir, config)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
 

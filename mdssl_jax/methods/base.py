@@ -102,6 +102,12 @@ class Method:
     if cls.small_views is not None and small not in cls.small_views:
       errors.append(f"method {cls.name!r} supports views.small.count in "
                     f"{cls.small_views}, got {small}.")
+    mode = config.model.view_batch_stats
+    if mode not in config_lib.VIEW_BATCH_STATS_MODES:
+      errors.append(f"model.view_batch_stats={mode!r}; use one of "
+                    f"{config_lib.VIEW_BATCH_STATS_MODES} (default for "
+                    f"{cls.name!r}: "
+                    f"{config_lib.VIEW_BATCH_STATS.get(cls.name, 'joint')!r}).")
     return errors
 
   def lr_multiplier(self) -> float:
@@ -142,36 +148,131 @@ class Method:
     """The part of an online tree that the EMA target mirrors (no predictor)."""
     return {k: v for k, v in tree.items() if k != "predictor"}
 
-  def forward(self, params, batch_stats, images, *, train: bool = True,
-              target: bool = False):
+  def forward(self, params, batch_stats, inputs, *, train: bool = True,
+              target: bool = False, stage: str = "all"):
     """Applies the network; `target=True` skips the predictor.
 
     BatchNorm runs in training mode (batch statistics) for both branches,
     as in BYOL; each branch updates its own running averages.
 
+    Args:
+      params, batch_stats: the branch's variables.
+      inputs: images [B, H, W, C], or features [B, F] for stage "heads".
+      train: BatchNorm mode.
+      target: the EMA target branch (no predictor).
+      stage: "all" (encoder and heads), "encoder" (outputs {"features"})
+        or "heads" (everything after the encoder, on features).
+
     Returns:
       (outputs dict, updated batch_stats).
     """
     variables = {"params": params, "batch_stats": batch_stats}
-    kw = dict(train=train, use_predictor=not target)
+    kw = dict(train=train)
+    if stage == "encoder":
+      kw["method"] = network_lib.SSLNetwork.features
+    else:
+      kw["use_predictor"] = not target
+      if stage == "heads":
+        kw["method"] = network_lib.SSLNetwork.heads
     if not train:
-      return self.network.apply(variables, images, **kw), batch_stats
-    out, updates = self.network.apply(variables, images,
-                                      mutable=["batch_stats"], **kw)
-    return out, updates.get("batch_stats", batch_stats)
+      out = self.network.apply(variables, inputs, **kw)
+    else:
+      out, updates = self.network.apply(variables, inputs,
+                                        mutable=["batch_stats"], **kw)
+      batch_stats = updates.get("batch_stats", batch_stats)
+    return ({"features": out} if stage == "encoder" else out), batch_stats
 
   def encode_views(self, params, batch_stats, views: jax.Array, *,
                    target: bool = False):
-    """Encodes [B, V, H, W, C] views in one pass.
+    """Encodes one resolution group of [B, V, H, W, C] views.
+
+    BatchNorm batch statistics follow `config.model.view_batch_stats`:
+      * "joint" and "per_group": one pass over the V·B rows, statistics
+        joint over the views (SimCLR's TF code concatenates the views; DINO
+        and SwAV pass each resolution group to the backbone at once). See
+        `encode_multicrop` for how the two differ across groups.
+      * "per_view": one pass per view (solo-learn's per-crop forward,
+        deepmind BYOL's separate calls on view1 and view2), as a `lax.scan`
+        over the views: statistics over the B rows of one view.
+
+    The EMA target branch calls this too (`target=True`), so it follows the
+    same mode. Running averages are updated once per pass, sequentially
+    (view 1's pass, then view 2's, ...), as PyTorch's and Haiku's BatchNorm
+    do when the network is called once per view.
 
     Returns:
       (dict of outputs reshaped to [V, B, ...], updated batch_stats).
     """
+    if self.config.model.view_batch_stats == "per_view":
+      return self.encode_groups(
+          params, batch_stats,
+          einops.rearrange(views, "b v h w c -> v b h w c"), target=target)
     num_views = views.shape[1]
     out, batch_stats = self.forward(params, batch_stats,
                                     self.stack_views(views), target=target)
     return ({k: self.split_views(v, num_views) for k, v in out.items()},
             batch_stats)
+
+  def encode_multicrop(self, params, batch_stats, groups: list[jax.Array],
+                       *, target: bool = False):
+    """Encodes resolution groups (large views, small views, ...).
+
+    Each group is [B, V_g, H_g, W_g, C]. Under "per_group" this is DINO's
+    and SwAV's MultiCropWrapper: the encoder runs once per resolution group
+    (BatchNorm statistics over that group's V_g·B rows) and the heads
+    (projector, prototypes, DINO head) once over every group's features,
+    so head BatchNorm statistics are joint over all crops. Under "joint"
+    and "per_view" each group goes through `encode_views` on its own (the
+    whole network once per group, or once per view).
+
+    Returns:
+      (list of per-group output dicts [V_g, B, ...], updated batch_stats).
+    """
+    if self.config.model.view_batch_stats != "per_group" or len(groups) < 2:
+      outs = []
+      for views in groups:
+        out, batch_stats = self.encode_views(params, batch_stats, views,
+                                             target=target)
+        outs.append(out)
+      return outs, batch_stats
+    feats = []
+    for views in groups:
+      out, batch_stats = self.forward(params, batch_stats,
+                                      self.stack_views(views), target=target,
+                                      stage="encoder")
+      feats.append(out["features"])
+    out, batch_stats = self.forward(params, batch_stats,
+                                    jnp.concatenate(feats), target=target,
+                                    stage="heads")
+    start, outs = 0, []
+    for views, f in zip(groups, feats):
+      rows = slice(start, start + f.shape[0])
+      outs.append({k: self.split_views(v[rows], views.shape[1])
+                   for k, v in out.items()})
+      start += f.shape[0]
+    return outs, batch_stats
+
+  def encode_groups(self, params, batch_stats, groups: jax.Array, *,
+                    target: bool = False, remat: bool = False):
+    """Encodes [G, n, H, W, C] images in G passes (BN statistics per group).
+
+    The passes are a `lax.scan` over the groups, so the network is traced
+    once; BatchNorm running averages are updated once per pass, in group
+    order. With `remat` each pass runs under `jax.checkpoint`: only its
+    inputs are kept for the backward pass, which recomputes the group's
+    activations, so peak activation memory is one group's rather than all
+    G groups'. Values and gradients are the same either way.
+
+    Returns:
+      (dict of outputs [G, n, ...], updated batch_stats).
+    """
+    def one_pass(stats, images):
+      out, stats = self.forward(params, stats, images, target=target)
+      return stats, out
+    if remat:
+      one_pass = jax.checkpoint(one_pass)
+    batch_stats, out = jax.lax.scan(one_pass, batch_stats, groups)
+    return out, batch_stats
 
   @staticmethod
   def zero_grads_where(grads: PyTree, path_prefix: tuple[str, ...],

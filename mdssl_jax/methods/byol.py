@@ -4,6 +4,11 @@ All three share one shape: every view goes through the online network
 (encoder → projector → predictor) and through the EMA target (encoder →
 projector, stop-gradient); the loss compares online predictions with target
 projections of the other views.
+
+BatchNorm (`model.view_batch_stats`, default "per_view" for all three): one
+pass per view in both branches, as solo-learn's per-crop forward and its
+momentum branch, deepmind BYOL's separate calls on view1 and view2, and
+MoCo v3's separate `base_encoder(x1)`, `base_encoder(x2)` calls do.
 """
 
 from __future__ import annotations

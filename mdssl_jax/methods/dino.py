@@ -4,6 +4,11 @@ Student = encoder + DINO head; teacher = its EMA. The teacher sees the large
 (global) views only; the student sees every view, small views in a separate
 forward pass. The centre is a buffer updated from the un-centred teacher
 outputs after the loss.
+
+BatchNorm (`model.view_batch_stats`, default "per_group"): as DINO's
+MultiCropWrapper, the backbone runs once per resolution group (both global
+crops together, all local crops together) and the head once over every
+crop; the teacher encodes the two global crops in one pass.
 """
 
 from __future__ import annotations
@@ -44,15 +49,14 @@ class DINO(base.Method):
 
   def loss(self, inputs):
     a = self.args
-    student, bs = self.encode_views(inputs.params, inputs.batch_stats,
-                                    inputs.batch["large"])
-    logits = student["head"]
-    if "small" in inputs.batch:
-      small, bs = self.encode_views(inputs.params, bs, inputs.batch["small"])
-      logits = jnp.concatenate([logits, small["head"]], axis=0)
-    teacher, tbs = self.encode_views(inputs.target_params,
-                                     inputs.target_batch_stats,
-                                     inputs.batch["large"], target=True)
+    groups = [inputs.batch[k] for k in ("large", "small")
+              if k in inputs.batch]
+    student, bs = self.encode_multicrop(inputs.params, inputs.batch_stats,
+                                        groups)
+    logits = jnp.concatenate([g["head"] for g in student], axis=0)
+    (teacher,), tbs = self.encode_multicrop(inputs.target_params,
+                                            inputs.target_batch_stats,
+                                            groups[:1], target=True)
     teacher_logits = jax.lax.stop_gradient(teacher["head"])
     temp = teacher_temperature(
         inputs.step, warmup_start=a.warmup_teacher_temp, final=a.teacher_temp,
@@ -63,6 +67,6 @@ class DINO(base.Method):
     center = dino_center_update(inputs.buffers["center"], teacher_logits,
                                 momentum=a.center_momentum)
     metrics["teacher_temp"] = temp
-    feats = student["features"]
+    feats = student[0]["features"]
     metrics.update(self.monitor(feats[0], feats[1]))
     return loss, base.StepAux(metrics, bs, tbs, {"center": center})

@@ -1,17 +1,24 @@
 """MDSSL (seed 000): a hierarchical contrastive loss over a multi-domain batch.
 
-The network and views are SimCLR's (one network, two views encoded in one
-pass); the loss weighs repulsion within a domain and across domains
-separately (`mdssl_jax.losses.mdssl_loss`, METHODS.md §2).
+The network and views are SimCLR's (one network, two views); the loss weighs
+repulsion within a domain and across domains separately
+(`mdssl_jax.losses.mdssl_loss`, METHODS.md §2). BatchNorm statistics are
+taken over the whole batch or per domain, and the domains can be encoded in
+separate checkpointed passes to save memory (METHODS.md §2.6, paper A.5).
 """
 
 from __future__ import annotations
 
 import warnings
 
+import einops
+
 from mdssl_jax.losses import mdssl_loss
 from mdssl_jax.methods import base
 from mdssl_jax.methods import simclr
+
+
+BN_GROUPS = ("auto", "global", "per_domain")
 
 
 class MDSSL(base.Method):
@@ -25,6 +32,21 @@ class MDSSL(base.Method):
     sign_convention: "equation" (default) or "figure". The paper's figures
       write λ1 with the opposite sign (their −0.9 is our 0.9); "figure"
       takes λ1 in that convention and negates it, to replay those sweeps.
+    bn_groups: "global" (BatchNorm statistics over the whole batch, as
+      `model.view_batch_stats` groups the views), "per_domain" (over each
+      domain's rows only: its 2N rows under "joint" views, its N rows per
+      view under "per_view") or "auto" (per_domain when
+      encode_domains_separately, else global).
+    encode_domains_separately: one forward pass per domain under
+      `jax.checkpoint` (paper A.5's large-D route): only one domain's
+      activations are live at a time. Needs per_domain BN, so that
+      switching memory modes does not change the model; the loss, its
+      gradients and the running averages equal the one-batch route's under
+      per_domain BN.
+
+  Running averages under per_domain BN are updated once per domain pass, in
+  domain order (then per view under "per_view"), as sequential forward
+  passes of the reference do.
   """
 
   name = "mdssl"
@@ -36,6 +58,14 @@ class MDSSL(base.Method):
     if args.temperature <= 0:
       errors.append(f"method_args.temperature must be > 0, got "
                     f"{args.temperature}.")
+    if args.bn_groups not in BN_GROUPS:
+      errors.append(f"method_args.bn_groups={args.bn_groups!r}; use one of "
+                    f"{BN_GROUPS}.")
+    elif args.encode_domains_separately and args.bn_groups == "global":
+      errors.append(
+          "method_args.encode_domains_separately=True needs per-domain "
+          "BatchNorm statistics (one pass per domain cannot see the whole "
+          "batch): set --config.method_args.bn_groups=per_domain (or auto).")
     if args.sign_convention not in ("equation", "figure"):
       errors.append("method_args.sign_convention must be 'equation' or "
                     f"'figure', got {args.sign_convention!r}.")
@@ -57,8 +87,39 @@ class MDSSL(base.Method):
   def equation_lambda1(args) -> float:
     return -args.lambda1 if args.sign_convention == "figure" else args.lambda1
 
+  def bn_per_domain(self) -> bool:
+    """Whether BatchNorm statistics are per domain ("auto" resolved)."""
+    groups = self.args.bn_groups
+    if groups == "auto":
+      return self.args.encode_domains_separately
+    return groups == "per_domain"
+
+  def projections(self, inputs: base.StepInputs):
+    """Both views' projections under `bn_groups`.
+
+    Returns:
+      (z1 [D·N, d], z2 [D·N, d], updated batch_stats); row d·N + i is image
+      i of domain d, as in the batch.
+    """
+    if not self.bn_per_domain():
+      return simclr.two_view_projections(self, inputs)
+    num_domains = len(self.config.data.domains)
+    # One group per domain (its 2N rows, view-major) or per (domain, view).
+    per_view = self.config.model.view_batch_stats == "per_view"
+    groups = einops.rearrange(
+        inputs.batch["large"],
+        "(d n) v h w c -> " + ("(d v) n" if per_view else "d (v n)")
+        + " h w c", d=num_domains)
+    out, batch_stats = self.encode_groups(
+        inputs.params, inputs.batch_stats, groups,
+        remat=self.args.encode_domains_separately)
+    # Either grouping lists domain d's rows as [(v n)], view-major.
+    proj = out["proj"].reshape((num_domains, -1) + out["proj"].shape[2:])
+    z = einops.rearrange(proj, "d (v n) k -> v (d n) k", v=2)
+    return z[0], z[1], batch_stats
+
   def loss(self, inputs):
-    z1, z2, batch_stats = simclr.two_view_projections(self, inputs)
+    z1, z2, batch_stats = self.projections(inputs)
     loss, metrics = mdssl_loss(
         z1, z2, inputs.batch["domain"], temperature=self.args.temperature,
         lambda1=self.equation_lambda1(self.args), lambda2=self.args.lambda2)

@@ -2,6 +2,10 @@
 
 Both views pass through one shared network; there is no target, predictor
 or stop-gradient.
+
+BatchNorm (`model.view_batch_stats`, default "per_view"): one pass per view,
+as the official code (`backbone(x)`, `backbone(y)` in VICReg's and Barlow
+Twins' `forward`) and solo-learn do.
 """
 
 from __future__ import annotations

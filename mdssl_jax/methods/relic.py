@@ -5,6 +5,9 @@ projector. Large views go through both networks; small views go through
 the online network only (a second forward pass at their own size) and are
 never targets. The loss sums every (large → large) pair, including same-view
 pairs, and every (small → large) pair, normalised by L·(L+S).
+
+BatchNorm (`model.view_batch_stats`, default "per_view"): one pass per view
+in both branches, as BYOL's code that RELICv2 builds on.
 """
 
 from __future__ import annotations
@@ -60,11 +63,12 @@ class RELICv2(base.Method):
   def loss(self, inputs):
     a = self.args
     large = inputs.batch["large"]
-    online, bs = self.encode_views(inputs.params, inputs.batch_stats, large)
-    online_small = None
-    if "small" in inputs.batch:
-      small, bs = self.encode_views(inputs.params, bs, inputs.batch["small"])
-      online_small = small["pred"]
+    groups = [large] + ([inputs.batch["small"]] if "small" in inputs.batch
+                        else [])
+    outs, bs = self.encode_multicrop(inputs.params, inputs.batch_stats,
+                                     groups)
+    online = outs[0]
+    online_small = outs[1]["pred"] if len(outs) > 1 else None
     # Only large views enter the target branch.
     target, tbs = self.encode_views(inputs.target_params,
                                     inputs.target_batch_stats, large,

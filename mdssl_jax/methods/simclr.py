@@ -1,4 +1,8 @@
-"""SimCLR: one network, two views, NT-Xent over the batch."""
+"""SimCLR: one network, two views, NT-Xent over the batch.
+
+BatchNorm (`model.view_batch_stats`, default "joint"): both views in one
+pass, as SimCLR's TF code concatenates them (statistics over 2B rows).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,14 @@ from mdssl_jax.methods import base
 
 
 def two_view_projections(method: base.Method, inputs: base.StepInputs):
-  """Encodes both views in one pass (global BN over 2B rows).
+  """Encodes both views (`model.view_batch_stats`; SimCLR: one joint pass).
 
   Returns:
     (z1 [B, d], z2 [B, d], updated batch_stats).
   """
-  x = method.stack_views(inputs.batch["large"])
-  out, batch_stats = method.forward(inputs.params, inputs.batch_stats, x)
-  z1, z2 = method.split_views(out["proj"], 2)
-  return z1, z2, batch_stats
+  out, batch_stats = method.encode_views(inputs.params, inputs.batch_stats,
+                                         inputs.batch["large"])
+  return out["proj"][0], out["proj"][1], batch_stats
 
 
 class SimCLR(base.Method):

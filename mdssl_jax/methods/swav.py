@@ -4,6 +4,11 @@ Projections are ℓ2-normalised and scored against ℓ2-normalised prototypes
 (normalised inside the graph, so the scores always use unit prototypes).
 Codes come from Sinkhorn-Knopp on the large views; an optional FIFO queue of
 past projections enlarges the Sinkhorn problem once it is full.
+
+BatchNorm (`model.view_batch_stats`, default "per_group"): as SwAV's
+ResNet `forward`, the backbone runs once per resolution group (the large
+crops together, the small crops together) and the projection head once over
+every crop.
 """
 
 from __future__ import annotations
@@ -63,12 +68,12 @@ class SwAV(base.Method):
 
   def loss(self, inputs):
     a = self.args
-    out, bs = self.encode_views(inputs.params, inputs.batch_stats,
-                                inputs.batch["large"])
-    scores, z = out["head"], out["proj"]
-    if "small" in inputs.batch:
-      small, bs = self.encode_views(inputs.params, bs, inputs.batch["small"])
-      scores = jnp.concatenate([scores, small["head"]], axis=0)
+    groups = [inputs.batch[k] for k in ("large", "small")
+              if k in inputs.batch]
+    outs, bs = self.encode_multicrop(inputs.params, inputs.batch_stats,
+                                     groups)
+    scores = jnp.concatenate([g["head"] for g in outs], axis=0)
+    z = outs[0]["proj"]
     kw = dict(num_global=2, temperature=a.temperature, epsilon=a.epsilon,
               num_iters=a.sinkhorn_iters)
     loss, metrics = swav_loss(scores, **kw)

@@ -57,6 +57,15 @@ class SSLNetwork(nn.Module):
     (and mirrors) every parameter except the predictor's.
     """
     feats, _ = self.encoder(x, train=train)
+    return self.heads(feats, train=train, use_predictor=use_predictor)
+
+  def heads(self, feats: jax.Array, train: bool = True,
+            use_predictor: bool = True) -> dict[str, jax.Array]:
+    """Everything after the encoder, on features [B, F]: __call__'s dict.
+
+    Multi-crop methods encode each resolution group on its own and run the
+    heads once on all groups' features (DINO's / SwAV's MultiCropWrapper).
+    """
     out = {"features": feats}
     if self.projector is not None:
       out["proj"] = self.projector(feats, train=train)

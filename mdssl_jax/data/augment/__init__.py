@@ -4,9 +4,10 @@ Synopsis::
 
   params = dict(crop_area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), flip_p=0.5,
                 jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2,
-                hue=0.1, gray_p=0.2, blur_p=1.0, blur_sigma=(0.1, 2.0),
-                blur_kernel_frac=0.1, solarize_p=0.0,
-                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+                hue=0.1, brightness_mode="multiplicative", gray_p=0.2,
+                blur_p=1.0, blur_sigma=(0.1, 2.0), blur_kernel_frac=0.1,
+                solarize_p=0.0, mean=(0.485, 0.456, 0.406),
+                std=(0.229, 0.224, 0.225))
   u = tf.random.stateless_uniform([B, augment.NUM_UNIFORMS], seed)
   views = augment.augment_batch(images_uint8, u, out_size=32, **params)
 
@@ -14,7 +15,10 @@ The operations follow METHODS.md §1.4 with torchvision semantics: random
 resized crop (area fraction, log-uniform aspect ratio, 10 attempts then a
 central fallback) resampled with the antialiased Keys bicubic kernel of
 ``tf.image.resize(..., "bicubic", antialias=True)``; horizontal flip; colour
-jitter (brightness, contrast, saturation, hue in a random order); grayscale
+jitter (brightness, contrast, saturation, hue in a random order; brightness
+multiplicative, x·f with f ~ U[max(0, 1 − a), 1 + a] as torchvision, or
+additive, x + δ with δ ~ U[−a, a] as TF's ``random_brightness`` and
+deepmind BYOL, chosen by ``brightness_mode``); grayscale
 y = 0.2989 r + 0.5870 g + 0.1140 b; Gaussian blur (odd kernel ≈ 10% of the
 side, symmetric padding); solarize x ↦ x if x < 0.5 else 1 − x; then
 ((x / 255) − mean) / std.

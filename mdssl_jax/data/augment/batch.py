@@ -80,8 +80,8 @@ def _post_params(*, flip_p, jitter_p, brightness, contrast, saturation, hue,
       brightness=float(brightness), contrast=float(contrast),
       saturation=float(saturation), hue=float(hue),
       brightness_mode=ops.check_brightness_mode(brightness_mode),
-      gray_p=float(gray_p),
-      blur_p=float(blur_p), blur_kernel_frac=float(blur_kernel_frac),
+      gray_p=float(gray_p), blur_p=float(blur_p),
+      blur_kernel_frac=float(blur_kernel_frac),
       solarize_p=float(solarize_p), mean=tuple(float(m) for m in mean),
       std=tuple(float(s) for s in std))
 

@@ -2,9 +2,10 @@
 
 Colour jitter (torchvision ColorJitter semantics: brightness, contrast,
 saturation, hue in a random order; brightness multiplicative as in
-torchvision or additive as in TF / deepmind BYOL), grayscale y = 0.2989 r + 0.5870 g +
-0.1140 b, Gaussian blur (symmetric padding), solarize, normalisation, and
-the argument checks shared by the public augmentation functions.
+torchvision or additive as in TF / deepmind BYOL), grayscale
+y = 0.2989 r + 0.5870 g + 0.1140 b, Gaussian blur (symmetric padding),
+solarize, normalisation, and the argument checks shared by the public
+augmentation functions.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def check_prob(name: str, value: float) -> None:
 
 
 def check_brightness_mode(value: str) -> str:
+  """`value` if it is one of BRIGHTNESS_MODES, else ValueError."""
   if value not in BRIGHTNESS_MODES:
     raise ValueError(f"brightness_mode must be one of {BRIGHTNESS_MODES}, "
                      f"got {value!r}.")
