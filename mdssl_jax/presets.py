@@ -323,7 +323,9 @@ def to_byol_baseline(c: ConfigDict) -> ConfigDict:
 def cifar_mix(c: ConfigDict, *, runlocal: bool = False) -> ConfigDict:
   """The Table-1 setup shared by MDSSL and the multi-domain SimCLR baseline.
 
-  Multiplicative brightness: MDSSL's code is PyTorch (seed 000 A.5), whose
+  Augmentation: the SimCLR set (METHODS §2.7: crop, flip, colour
+  distortion, Gaussian blur; no solarisation) for both views, with
+  multiplicative brightness: MDSSL's code is PyTorch (seed 000 A.5), whose
   SimCLR colour distortion is torchvision's ColorJitter; SimCLR's own TF
   code defaults to the same (`impl="simclrv2"`).
 
@@ -345,7 +347,7 @@ def cifar_mix(c: ConfigDict, *, runlocal: bool = False) -> ConfigDict:
   c.projector.out_dim = 128
   c.projector.norm = "none"
   c.method_args.temperature = 0.1
-  brightness_mode(c, "multiplicative")
+  solo_symmetric(c)
   c.optim.name = "lars"
   c.optim.base_lr = 4.0
   c.optim.lr_scaling = "none"
