@@ -7,6 +7,7 @@ data position too: a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import logging as pylogging
 import os
 from typing import Any
 
@@ -20,6 +21,21 @@ class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be restored."""
 
 
+class _DropThreadTracebacks(pylogging.Filter):
+  """Drops Orbax's log of an exception in a save thread.
+
+  Orbax logs it with a traceback per thread, then re-raises the same
+  exception in the caller, where it gets one clear message (e.g. "disk
+  full"); without this the user first sees several copies of it.
+  """
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return "_SignalingThread.run() raised" not in str(record.msg)
+
+
+_THREAD_FILTER = _DropThreadTracebacks()
+
+
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` for one workdir.
 
@@ -30,6 +46,9 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    absl_logger = pylogging.getLogger("absl")
+    if _THREAD_FILTER not in absl_logger.filters:
+      absl_logger.addFilter(_THREAD_FILTER)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True,
         enable_async_checkpointing=async_save)

@@ -9,7 +9,7 @@
   make a domain's projections independent of the other domains; the
   separate (checkpointed) route gives the one-batch route's loss, gradients
   and running averages under per-domain BN, with a smaller compiled
-  footprint; bad combinations fail at start-up.
+  footprint, and on 8 devices as on one; bad combinations fail at start-up.
 
 The model is a width-1/16 ResNet-18 on 8 px images, with XLA's
 optimisations off for this module (compilation dominates).
@@ -25,6 +25,7 @@ import pytest
 from mdssl_jax import config_lib
 from mdssl_jax import methods
 from mdssl_jax import presets
+from mdssl_jax import sharding as sharding_lib
 from mdssl_jax.methods import base
 
 SIZE, SMALL_SIZE, PER_DOMAIN = 8, 4, 4
@@ -87,7 +88,7 @@ def byol_nets():
           for mode in ("joint", "per_view")}
 
 
-# ---- view_batch_stats ---------------------------------------------------------
+# ---- view_batch_stats --------------------------------------------------------
 
 
 @pytest.mark.parametrize("target", [False, True])
@@ -155,11 +156,28 @@ def test_per_group_keeps_large_and_small_views_apart():
       ("target", "all", SIZE): [16]}
 
 
+def test_per_group_heads_see_every_crop_encoders_one_group():
+  large, small = images(8, 2, SIZE, 5), images(8, 2, SMALL_SIZE, 6)
+  changed = perturb(small, 0)
+  for mode in ("per_group", "joint"):
+    net = build("swav", **{"views.small.count": 2,
+                           "model.view_batch_stats": mode})
+    encode = lambda s, n=net: n.method.encode_multicrop(
+        n.params, n.stats, [large, s])[0][0]
+    a, b = encode(small), encode(changed)
+    # The large views' backbone pass never sees the small views ...
+    assert max_diff(a["features"], b["features"]) < 1e-6, mode
+    # ... but SwAV's projection head (BatchNorm) sees every crop at once.
+    if mode == "per_group":
+      assert max_diff(a["proj"], b["proj"]) > 1e-3
+    else:
+      assert max_diff(a["proj"], b["proj"]) < 1e-6
+
+
 def forward_rows(method, **overrides):
   """{(branch, stage, image size or None): rows of each forward call}.
 
-  Recorded while tracing `method.loss` (a scan body is traced once, so a
-  per-view pass shows up once with one view's rows).
+  Recorded while tracing `method.loss` (abstract shapes, nothing runs).
   """
   net = build(method, **overrides)
   m, rows = net.method, net.rows
@@ -205,17 +223,17 @@ def test_every_method_encodes_as_its_default_mode_says(method):
   mode = config_lib.VIEW_BATCH_STATS[method]
   assert tiny_config(method, **overrides).model.view_batch_stats == mode
   rows = 2 * PER_DOMAIN  # One view's rows.
-  per = lambda views: rows if mode == "per_view" else views * rows
+  per = lambda v: [rows] * v if mode == "per_view" else [v * rows]
   if mode == "per_group" and small:  # MultiCropWrapper.
     expected = {("online", "encoder", SIZE): [large * rows],
                 ("online", "encoder", SMALL_SIZE): [small * rows],
                 ("online", "heads", None): [(large + small) * rows]}
   else:
-    expected = {("online", "all", SIZE): [per(large)]}
+    expected = {("online", "all", SIZE): per(large)}
     if small:
-      expected["online", "all", SMALL_SIZE] = [per(small)]
+      expected["online", "all", SMALL_SIZE] = per(small)
   if methods.get_method(method).has_target:
-    expected["target", "all", SIZE] = [per(large)]
+    expected["target", "all", SIZE] = per(large)
   assert calls == expected, mode
 
 
@@ -341,3 +359,15 @@ def test_separate_encoding_has_a_smaller_compiled_footprint():
 def test_bad_mdssl_bn_settings_fail_at_startup(overrides, message):
   with pytest.raises(config_lib.ConfigError, match=message):
     tiny_config("mdssl", **overrides)
+
+
+def test_separate_encoding_on_eight_devices_matches_one(mdssl_nets):
+  net = mdssl_nets["separate"]
+  inputs = mdssl_inputs(net)
+  mesh = sharding_lib.make_mesh(8)
+  loss_of = lambda batch: net.method.loss(
+      dataclass_replace(inputs, batch=batch))[0]
+  sharded = jax.jit(loss_of,
+                    in_shardings=(sharding_lib.batch_sharding(mesh),))
+  np.testing.assert_allclose(sharded(inputs.batch),
+                             jax.jit(loss_of)(inputs.batch), rtol=1e-5)

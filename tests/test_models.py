@@ -741,3 +741,29 @@ def test_heads_module_exports():
   assert models.WeightNormDense is heads_lib.WeightNormDense
   assert models.RESNET_DEPTHS is resnet_lib.RESNET_DEPTHS
   assert models.RESNET_DEPTHS[50] == ([3, 4, 6, 3], "bottleneck")
+
+
+def test_ssl_network_heads_are_call_after_the_encoder():
+  net = models.SSLNetwork(
+      encoder=models.resnet_tiny(),
+      projector=models.MLP(hidden_dims=(8,), out_dim=4),
+      predictor=models.MLP(hidden_dims=(8,), out_dim=4))
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 3))
+  variables = net.init(jax.random.PRNGKey(1), x, train=True)
+  full, full_stats = net.apply(variables, x, train=True,
+                               mutable=["batch_stats"])
+  feats, enc_stats = net.apply(variables, x, train=True,
+                               method=models.SSLNetwork.features,
+                               mutable=["batch_stats"])
+  heads, head_stats = net.apply({**variables, **enc_stats}, feats,
+                                train=True, method=models.SSLNetwork.heads,
+                                mutable=["batch_stats"])
+  assert set(heads) == set(full) == {"features", "proj", "pred"}
+  for key in full:
+    np.testing.assert_allclose(heads[key], full[key], atol=1e-6)
+  # Two stages update the same running averages as one call.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               head_stats, full_stats)
+  no_pred = net.apply({**variables, **enc_stats}, feats, train=False,
+                      use_predictor=False, method=models.SSLNetwork.heads)
+  assert set(no_pred) == {"features", "proj"}

@@ -18,6 +18,7 @@ import textwrap
 import time
 import types
 
+from absl import logging as absl_logging
 import pytest
 
 from mdssl_jax import checkpoint as ckpt_lib
@@ -423,3 +424,14 @@ def test_checkpoint_error_carries_no_tensorstore_dump(base, monkeypatch):
   assert ('ValueError: NOT_FOUND: Error opening "zarr" driver: Metadata at '
           '"step/.zarray" does not exist. It is corrupt') in message
   assert "tensorstore_spec" not in message and len(message) < 600
+
+
+def test_orbax_thread_tracebacks_are_not_repeated(base, caplog):
+  # A full disk made each of Orbax's save threads log the error with a
+  # traceback before the save re-raised it (measured on a 700 KB tmpfs).
+  with ckpt_lib.Checkpointer(base, async_save=False):
+    with caplog.at_level(logging.ERROR):
+      absl_logging.error("[process=%d] _SignalingThread.run() raised an "
+                         "exception: %s", 0, "RESOURCE_EXHAUSTED")
+      absl_logging.error("another error")
+  assert caplog.messages == ["another error"]
