@@ -324,3 +324,32 @@ def test_predictor_must_match_projector_width():
   c.predictor.out_dim = c.projector.out_dim * 2
   with pytest.raises(config_lib.ConfigError, match="predictor.out_dim"):
     config_lib.validate(c)
+
+
+def test_cli_names_misspelt_override_keys_without_traceback(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+  workdir = tmp_path / "never_created"
+  proc = subprocess.run(
+      [sys.executable, "-m", "mdssl_jax.main", "--config=configs/demo.py",
+       f"--workdir={workdir}", "--config.optim.bas_lr=2",
+       "--config.evals.knn.kk=3", "--config.nosuch.key=1"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  err = proc.stderr
+  assert "Traceback" not in err
+  assert "Did you mean --config.optim.base_lr?" in err
+  assert "Did you mean --config.evals.knn.k?" in err
+  assert "Unknown config key 'nosuch.key'" in err
+  assert not workdir.exists()
+
+
+def test_cli_rejects_nan_hyperparameter_before_compiling(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "mdssl_jax.main", "--config=configs/demo.py",
+       f"--workdir={tmp_path / 'wd'}", "--config.method_args.lambda1=nan"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "method_args.lambda1=nan: must be a finite number" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "wd" / "checkpoints").exists()
