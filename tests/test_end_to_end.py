@@ -104,3 +104,30 @@ def test_evaluate_cli_reproduces_training_results_per_step(trained):
             for name, row in mid["domains"].items()}
   assert all(a != pytest.approx(b, abs=1e-4) for a, b in losses.values()), (
       losses)
+
+
+@pytest.mark.parametrize("damage", ["garble_data", "drop_manifest"])
+def test_evaluate_cli_on_corrupt_checkpoint_is_one_clear_line(
+    trained, tmp_path, damage):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  _, workdir, _, _ = trained
+  copy = tmp_path / "wd"
+  shutil.copytree(workdir, copy)
+  state_dir = copy / "checkpoints" / "60" / "state"
+  if damage == "garble_data":
+    for path in state_dir.glob("ocdbt.process_*/d/*"):
+      path.write_bytes(b"garbage" * 10)
+  else:
+    for path in state_dir.rglob("manifest.ocdbt"):
+      path.unlink()
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "mdssl_jax.evaluate", f"--workdir={copy}"],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "error:" in proc.stderr and "checkpoint" in proc.stderr.lower()
+  for noise in ("Traceback", "Event loop is closed", "tensorstore"):
+    assert noise not in proc.stderr, proc.stderr[-2000:]
