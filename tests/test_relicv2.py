@@ -415,7 +415,8 @@ def test_headline_command_prints_workdir_then_asks_for_imagenet(tmp_path):
   assert proc.returncode == 1, proc.stderr[-3000:]
   match = re.search(r"workdir: (runs/relicv2_r50/\d{8}-\d{6})", proc.stdout)
   assert match, proc.stdout
-  assert (tmp_path / match.group(1)).is_dir()
+  # Removed again: the run created it and failed before writing anything.
+  assert not (tmp_path / match.group(1)).exists()
   assert f"tfds build imagenet2012 --data_dir={empty}" in proc.stderr
   assert "Traceback" not in proc.stderr
 
