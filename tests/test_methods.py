@@ -9,8 +9,9 @@ the digits and textures demo domains at 16 px, 32 images per domain per
 step, a width-1/16 ResNet-18 and the demo's peak learning rate.
 
 * LOSS: finite loss that falls (mean of the first vs the last three
-  records, each the mean over `RECORD_EVERY` steps of metrics.jsonl) and
-  the collapse-monitor keys in every step's metrics;
+  records, each the mean over `RECORD_EVERY` steps of metrics.jsonl; for
+  DINO its KL term, see FALLING_METRIC) and the collapse-monitor keys in
+  every step's metrics;
 * KNN: the same, and mean kNN top-1 (photos and textures domains) after a
   60-step run at least twice chance and above the same encoder at
   initialisation;
@@ -49,6 +50,12 @@ EXPECTATIONS = {
 TRAINED = [m for m in methods.available()
            if EXPECTATIONS.get(m) in (LOSS, KNN)]
 KNN_METHODS = [m for m in methods.available() if EXPECTATIONS.get(m) == KNN]
+# The metric a short run must lower. DINO's loss is H(teacher) + KL(teacher
+# || student): the student's gradient lowers only the KL, while centring
+# raises the teacher's entropy early in training (24 steps: loss 6.59 ->
+# 6.58 but KL 1.76 -> 1.42), so the KL is what shows that it learns.
+FALLING_METRIC = {"dino": "kl"}
+
 # Steps and records (means over RECORD_EVERY steps) of a short run.
 RUN_STEPS = {LOSS: 24, KNN: 60}
 RECORD_EVERY = {LOSS: 3, KNN: 5}
@@ -188,10 +195,11 @@ def test_method_trains_with_falling_loss(method, runs):
   for m in run["steps"]:
     for key in MONITOR_KEYS:
       assert key in m and np.isfinite(m[key]), (method, key, m)
-  losses = np.array([r["loss"] for r in run["records"]])
+  key = FALLING_METRIC.get(method, "loss")
+  losses = np.array([r[key] for r in run["records"]])
   assert np.all(np.isfinite(losses)), (method, losses)
   first, last = losses[:3].mean(), losses[-3:].mean()
-  assert last < first, (method, losses.round(3).tolist())
+  assert last < first, (method, key, losses.round(3).tolist())
   assert all(np.all(np.isfinite(x))
              for x in jax.tree.leaves(run["state"].params))
 
