@@ -12,15 +12,16 @@ Model: width-⅛ ResNet-18 (CIFAR stem), 96 images (32 per domain) per step,
 (torchvision) brightness, as MDSSL's PyTorch code (paper A.5) and SimCLR's
 TF code (`impl="simclrv2"`) use.
 
-Hardware / runtime: 2 CPU cores, measured 5 min 49 s end to end on a quiet
-machine (~1.25 steps/s, ~45 s of start-up and compilation, ~15 s of
-evaluation). Measured result: loss 4.56 (step 50) → 3.77 (step 300); kNN
-top-1 digits 94.7, photos 92.9, textures 43.7, mean 77.1% (probe mean 78.8%;
-chance 10% / 14% / 14%); printed as a table and written to
-<workdir>/results.json. Random conv features are strong on these small
-domains — the same encoder at initialisation scores 84.4 / 72.6 / 35.7,
-mean 64.2% kNN (69.6% probe) — so training shows most on the photos
-(72.6 → 92.9; digits 84.4 → 94.7, textures 35.7 → 43.7).
+Hardware / runtime: 2 CPU cores, measured 2 min 16 s end to end on a quiet
+2-vCPU Intel Xeon with AVX-512 (~2.6 steps/s; 5 min 49 s on an AVX2-only
+AMD EPYC). Measured result (Intel host, LARS in the reference order):
+loss 4.53 (step 50) → 3.74 (step 300); kNN top-1 digits 93.6, photos 95.8,
+textures 41.7, mean 77.0% (probe mean 79.2%; chance 10% / 14% / 14%);
+printed as a table and written to <workdir>/results.json. Random conv
+features are strong on these small domains — the same encoder at
+initialisation scores 84.4 / 72.6 / 35.7, mean 64.2% kNN (69.6% probe) —
+so training shows most on the photos (72.6 → 95.8; digits 84.4 → 93.6,
+textures 35.7 → 41.7).
 
 Variants: `configs/demo.py:simclr` trains the multi-domain SimCLR baseline
 on the same data; `:tiny` is a ~1 minute smoke run.

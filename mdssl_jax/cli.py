@@ -9,9 +9,12 @@ Synopsis::
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging as pylogging
 import os
+import sys
+import tempfile
 from typing import Sequence
 
 from absl import flags
@@ -29,12 +32,42 @@ def hide_gpus_from_tf() -> None:
   global _hidden
   if _hidden:
     return
+  if "tensorflow" not in sys.modules and not _verbosity_given():
+    with _drop_native_startup_noise():
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.set_visible_devices([], "GPU")
   except (RuntimeError, ValueError):  # Already initialised, or no GPU API.
     pass
   _hidden = True
+
+
+# What TensorFlow's native code prints on stderr while it loads, whatever
+# TF_CPP_MIN_LOG_LEVEL says (its absl logging is not initialised yet).
+_NATIVE_NOISE = ("All log messages before absl::InitializeLog()",
+                 "oneDNN custom operations are on",
+                 "cpu_feature_guard.cc", "To enable the following instructions",
+                 "rebuild TensorFlow with the appropriate compiler flags")
+
+
+@contextlib.contextmanager
+def _drop_native_startup_noise():
+  """Captures file descriptor 2 during the block and re-emits every line
+  that is not known start-up noise (errors and warnings still show)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile(mode="w+b") as capture:
+    os.dup2(capture.fileno(), 2)
+    try:
+      yield
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      capture.seek(0)
+      for line in capture.read().decode(errors="replace").splitlines():
+        if line.strip() and not any(n in line for n in _NATIVE_NOISE):
+          print(line, file=sys.stderr)
 
 
 class _OwnLinesOnly(pylogging.Filter):

@@ -353,3 +353,30 @@ def test_cli_rejects_nan_hyperparameter_before_compiling(tmp_path):
   assert "method_args.lambda1=nan: must be a finite number" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "wd" / "checkpoints").exists()
+
+
+def test_native_startup_noise_is_dropped_and_other_lines_kept(capfd):
+  from mdssl_jax import cli  # pylint: disable=g-import-not-at-top
+  with cli._drop_native_startup_noise():  # pylint: disable=protected-access
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() "
+                b"is called are written to STDERR\n")
+    os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on.\n")
+    os.write(2, b"E0000 something real went wrong\n")
+  err = capfd.readouterr().err
+  assert "something real went wrong" in err
+  assert "oneDNN" not in err and "InitializeLog" not in err
+
+
+def test_main_prints_only_project_lines(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "mdssl_jax.main", "--config=configs/demo.py:tiny",
+       f"--workdir={tmp_path / 'wd'}", "--config.total_steps=2",
+       "--config.eval.at_end=False", "--config.log_every=1"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout + proc.stderr
+  assert "step 2/2" in out
+  for noise in ("oneDNN", "InitializeLog", "Unable to initialize backend",
+                "libtpu", "orbax", "etils"):
+    assert noise not in out, noise
