@@ -282,19 +282,7 @@ def _demo_config(arg):
   c.saliency.prob = 0.1
   c.saliency.min_coverage = 0.05
 
-  presets.cpu_model(c, width=0.125, proj_hidden=256, proj_out=64)
-  c.method_args.temperature = 0.2
-  c.method_args.beta = 1.0
-  c.method_args.num_negatives = 10
-
-  c.optim.name = "lars"
-  c.optim.lr_scaling = "none"
-  c.optim.base_lr = 2.0
-  c.optim.weight_decay = 1e-5
-  c.optim.warmup_steps = 20
-  # A 300-step run needs a faster-moving target than ImageNet's 0.996.
-  c.ema.base = 0.99
-  c.ema.schedule = "cosine"
+  _cpu_recipe(c, width=0.125, warmup_steps=20)
   c.total_steps = 300
   c.log_every = 25
   c.checkpoint.every_steps = 100
@@ -313,6 +301,16 @@ def _demo_config(arg):
   return c
 
 
+def _cpu_recipe(c, *, width: float, warmup_steps: int) -> None:
+  """Model, loss and optimiser of the CPU-sized setups (:demo, :shared)."""
+  presets.cpu_model(c, width=width, proj_hidden=256, proj_out=64)
+  c.method_args.update(temperature=0.2, beta=1.0, num_negatives=10)
+  c.optim.update(name="lars", lr_scaling="none", base_lr=2.0,
+                 weight_decay=1e-5, warmup_steps=warmup_steps)
+  # A short run needs a faster-moving target than ImageNet's 0.996.
+  c.ema.update(base=0.99, schedule="cosine")
+
+
 def _shared_config(arg):
   """`:shared`: the ../shared/data .npz domains, sized for a CPU."""
   domains = [d for d in arg.domains.split("+") if d]
@@ -327,18 +325,7 @@ def _shared_config(arg):
   _small_views(c)
   c.saliency.prob = 0.1  # Used only by domains that carry masks.
 
-  presets.cpu_model(c, width=arg.width, proj_hidden=256, proj_out=64)
-  c.method_args.temperature = 0.2
-  c.method_args.beta = 1.0
-  c.method_args.num_negatives = 10
-
-  c.optim.name = "lars"
-  c.optim.lr_scaling = "none"
-  c.optim.base_lr = 2.0
-  c.optim.weight_decay = 1e-5
-  c.optim.warmup_steps = 100
-  c.ema.base = 0.99
-  c.ema.schedule = "cosine"
+  _cpu_recipe(c, width=arg.width, warmup_steps=100)
   c.total_steps = arg.steps if arg.steps > 0 else 1500
   c.log_every = 50
   c.checkpoint.every_steps = 500

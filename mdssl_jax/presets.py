@@ -116,35 +116,33 @@ def tiny_test_config(c: ConfigDict, *, steps: int = 6,
 # ---- The CPU tails of the method zoo (`:demo` and `:shared`) -----------------
 
 
-def demo_variant(c: ConfigDict) -> ConfigDict:
-  """The offline CPU demo: built-in domains, width-¼ ResNet-18, 300 steps."""
-  demo_data(c)
+def _cpu_tail(c: ConfigDict, *, total_steps: int, log_every: int,
+              checkpoint_every: int) -> ConfigDict:
+  """What the zoo's CPU variants share: width-¼ ResNet-18, plain LARS."""
   cpu_model(c)
-  cpu_eval(c)
   c.views.large.crop_area = (0.2, 1.0)
   c.ema.base = 0.99
   # Tuned with plain LARS (METHODS §1.2), not solo-learn's clipped one.
   c.optim.update(warmup_epochs=-1.0, clip_lr=False, trust_coefficient=1e-3)
-  c.total_steps = 300
-  c.log_every = 25
-  c.checkpoint.update(every_steps=100, keep=2)
+  c.total_steps = total_steps
+  c.log_every = log_every
+  c.checkpoint.update(every_steps=checkpoint_every, keep=2)
   return c
+
+
+def demo_variant(c: ConfigDict) -> ConfigDict:
+  """The offline CPU demo: built-in domains, width-¼ ResNet-18, 300 steps."""
+  demo_data(c)
+  cpu_eval(c)
+  return _cpu_tail(c, total_steps=300, log_every=25, checkpoint_every=100)
 
 
 def shared_variant(c: ConfigDict, shared_dir: str = DEFAULT_SHARED_DIR
                    ) -> ConfigDict:
   """../shared/data domains on a CPU: width-¼ ResNet-18, 2,000 steps."""
   shared_data(c, shared_dir=shared_dir)
-  cpu_model(c)
   cpu_eval(c, probe_steps=3000, max_train=8000, max_test=2000)
-  c.views.large.crop_area = (0.2, 1.0)
-  c.ema.base = 0.99
-  # Tuned with plain LARS (METHODS §1.2), not solo-learn's clipped one.
-  c.optim.update(warmup_epochs=-1.0, clip_lr=False, trust_coefficient=1e-3)
-  c.total_steps = 2000
-  c.log_every = 50
-  c.checkpoint.update(every_steps=500, keep=2)
-  return c
+  return _cpu_tail(c, total_steps=2000, log_every=50, checkpoint_every=500)
 
 
 # ---- Brightness semantics ---------------------------------------------------
