@@ -90,9 +90,9 @@ batch 48), wd 1e-5, 20 warm-up steps, cosine over 300 steps.
 Hardware / runtime: 2 CPU cores, about 4–6 minutes on a quiet machine
 (measured: ≈ 370 s of CPU time in all — ~40 s compile, ~1 s per step,
 ~20 s evaluation).
-Expected result (measured, seed 0, before per-view BN, additive brightness
-and reference-order LARS; re-measure pending): the loss falls from ≈ 2.5 (mean of the
-first 25 steps) to ≈ 1.75, and per-domain kNN top-1 (chance 10% / 14% /
+Expected result (measured, seed 0, before per-view BN, additive brightness and
+reference-order LARS; re-measure pending): the loss falls from ≈ 2.5 (mean of
+the first 25 steps) to ≈ 1.75, and per-domain kNN top-1 (chance 10% / 14% /
 14%) ends at ≈ 86% digits, 95% photos, 35% textures (mean 72%; linear probe
 mean 76%). For reference, the same encoder at random initialisation scores
 kNN 84% / 73% / 36% (mean 64%): in 300 CPU steps training mainly helps the
