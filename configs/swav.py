@@ -36,12 +36,13 @@ Variants (config arguments, comma-separated):
              256 → 64, 96 prototypes, 2 global + 2 local 16 px crops, queue
              of 960 rows from step 100, 32 images per domain per step, 300
              steps. 2 CPU cores: about 10 minutes including compilation and
-             evaluation. Measured: loss 5.04 (first 25 steps) → 4.02 (last
-             25), queue in use from step ~110; kNN top-1 digits 85.5, photos
-             90.9, textures 27.8, mean 68.1% (chance 12.9%); probe mean
-             72.9% — below the encoder at initialisation (69.8% kNN / 78.0%
-             probe): 300 steps are too few for SwAV to beat random conv
-             features on these domains.
+             evaluation. Measured (per-group BN, reference-order LARS; 5.1
+             min end to end on an AVX-512 Intel host): loss 4.99 (first 25
+             steps) → 4.01 (last 25); kNN top-1 digits 91.1, photos 92.9,
+             textures 27.8, mean 70.6% (chance 12.9%); probe mean 73.8% —
+             about the encoder at initialisation in kNN (69.8%) and below
+             it in probe (78.0%): 300 steps are too few for SwAV to beat
+             random conv features on these domains.
   shared     The four ../shared/data domains, width-¼ ResNet-18, the demo's
              prototypes and crops, 64 images per domain per step, 2,000
              steps: about 2.5–3 hours on 2 CPU cores (estimated from the
