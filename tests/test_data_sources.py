@@ -387,7 +387,8 @@ def test_load_domains_demo_with_subsample():
 
 
 def test_manual_download_datasets_get_manual_steps_not_download_flag():
-  from mdssl_jax.data.sources import tfds_common  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from mdssl_jax.data.sources import tfds_common
   msg = str(tfds_common.prepare_error("in100", "imagenet2012", "/data/tfds"))
   assert "/data/tfds/downloads/manual/" in msg
   assert "tfds build imagenet2012 --data_dir=/data/tfds" in msg
