@@ -48,8 +48,8 @@ Variants (config arguments, comma-separated):
               2.61 (first 25 steps) → 0.80 (last 25); kNN top-1 digits
               83.8, photos 92.9, textures 37.7, mean 71.5% (chance 12.9%);
               probe mean 75.5%. Random conv features are strong on these
-              domains — the same encoder at initialisation scores 69.8% kNN / 78.0% probe
-              — so the demo shows that training runs, not how good BYOL is;
+              domains — the same encoder at initialisation scores 69.8%
+              kNN / 78.0% probe — so the demo shows that training runs, not how good BYOL is;
               tests/test_methods.py checks a short run against its own
               initialisation.
   shared      The four ../shared/data domains (cifar10, mnist, gtsrb,
