@@ -49,9 +49,9 @@ Variants (config arguments, comma-separated):
               83.8, photos 92.9, textures 37.7, mean 71.5% (chance 12.9%);
               probe mean 75.5%. Random conv features are strong on these
               domains — the same encoder at initialisation scores 69.8%
-              kNN / 78.0% probe — so the demo shows that training runs, not how good BYOL is;
-              tests/test_methods.py checks a short run against its own
-              initialisation.
+              kNN / 78.0% probe — so the demo shows that training runs, not
+              how good BYOL is; tests/test_methods.py checks a short run
+              against its own initialisation.
   shared      The four ../shared/data domains (cifar10, mnist, gtsrb,
               notmnist), width-¼ ResNet-18, 64 images per domain per step,
               2,000 steps: about 2.5 hours on 2 CPU cores (estimated from
