@@ -55,6 +55,8 @@ class EvalContext:
     extractor: the run's feature extractor.
     params: the evaluated encoder parameters.
     batch_stats: their BatchNorm statistics.
+    subsets_dir: directory where label-fraction subsets are written once
+      and read back (`label_fractions`); None: computed, not stored.
   """
   name: str
   num_classes: int
@@ -67,6 +69,7 @@ class EvalContext:
   extractor: FeatureExtractor
   params: Any
   batch_stats: Any
+  subsets_dir: str | None = None
 
   def encode(self, images: np.ndarray) -> np.ndarray:
     """Features [k, F] of `images` [k, H, W, 3] under the evaluated params."""
