@@ -309,7 +309,7 @@ def test_probe_standardize_makes_it_scale_invariant():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(schedule="step"), "schedule"), (dict(num_classes=1), ">= 2"),
+    (dict(schedule="linear"), "schedule"), (dict(num_classes=1), ">= 2"),
     (dict(momentum=1.0), "momentum"), (dict(lr=float("nan")), "lr"),
     (dict(steps=0), "steps")])
 def test_probe_rejects_bad_input(kwargs, match):

@@ -45,8 +45,9 @@ def test_registry_lists_builtin_evaluators():
       assert hasattr(module, attr), (etype, attr)
     cfg = registry.default_config(etype)
     assert cfg.type == etype and module.validate(cfg) == []
-  assert registry.get("knn").validate(
-      ml_collections.ConfigDict(dict(k=0, temperature=0.0, chunk_size=-1)))
+  bad_knn = registry.default_config("knn")
+  bad_knn.update(k=0, temperature=0.0, chunk_size=-1)
+  assert len(registry.get("knn").validate(bad_knn)) == 3
 
 
 def test_registry_unknown_type():
@@ -244,10 +245,12 @@ def test_default_suite_results_and_table():
   res = suite.run_suite(config, _FLATTEN, None, None, domains)
   assert list(res["domains"]) == ["blobs3", "blobs_six"]
   d3, d6 = res["domains"]["blobs3"], res["domains"]["blobs_six"]
-  # Exactly the keys results files have always had.
+  # The keys results files have always had, plus "unseen".
   assert list(d3) == ["knn_top1", "knn_top5", "probe_top1", "probe_top5",
                       "probe_train_top1", "probe_final_loss", "n_train",
-                      "n_test", "feature_dim", "num_classes", "chance"]
+                      "n_test", "feature_dim", "num_classes", "chance",
+                      "unseen"]
+  assert d3["unseen"] is False
   assert (d3["n_train"], d3["n_test"], d3["num_classes"]) == (60, 30, 3)
   assert d3["chance"] == pytest.approx(100 / 3)
   assert d3["knn_top5"] is None and d3["probe_top5"] is None
@@ -328,11 +331,14 @@ def test_upgrade_old_config():
   assert "evals" not in old and new.seed == 3
   assert new.eval.to_dict() == config_lib.get_default_config().eval.to_dict()
   assert new.evals.to_dict() == {
-      "knn": {"type": "knn", "k": 20, "temperature": 0.07, "chunk_size": 0},
-      "probe": {"type": "linear_probe", "steps": 2000, "batch_size": 1024,
-                "lr": 0.1, "momentum": 0.9, "nesterov": True,
-                "weight_decay": 0.0, "schedule": "constant",
-                "standardize": True, "seed": 0}}
+      "knn": {"type": "knn", "k": 20, "temperature": 0.07, "chunk_size": 0,
+              "label_fraction": 1.0, "subset_seed": 0},
+      "probe": {"type": "linear_probe", "steps": 2000, "epochs": 0.0,
+                "batch_size": 1024, "lr": 0.1, "lr_scaling": "none",
+                "momentum": 0.9, "nesterov": True, "weight_decay": 0.0,
+                "schedule": "constant", "milestones": (0.6, 0.8),
+                "decay": 0.1, "augment": "none", "standardize": True,
+                "label_fraction": 1.0, "subset_seed": 0, "seed": 0}}
   current = config_lib.get_default_config()
   assert overrides.upgrade_config(current) is current
   with pytest.raises(ValueError, match="eval.bogus"):
@@ -385,7 +391,8 @@ def test_overrides_old_and_new_key_forms():
     ("probe.lr=fast", "expected a number"),
     ("probe.nesterov=maybe", "expected true or false"),
     ("knn.k=0", "evals.knn: k=0 must be"),
-    ("probe.schedule=step", "schedule='step'"),
+    ("probe.schedule=linear", "schedule='linear'"),
+    ("probe.label_fraction=1.5", "label_fraction=1.5 must be in"),
     ("knn.type=linear_probe", "type cannot be overridden"),
 ])
 def test_overrides_reject_bad_items(item, match):

@@ -8,6 +8,8 @@ Synopsis::
                                  per_domain)
   print(evaluation.format_table(results))
   evaluation.write_results(results, os.path.join(workdir, "eval.json"))
+  evaluation.linear_cka(x, y), evaluation.frechet_distance(x, y)
+  evaluation.rankme(z), evaluation.alignment(z1, z2), evaluation.uniformity(z)
 
 Evaluators (`config.evals.<name>.type`) are modules named in
 `mdssl_jax.evaluation.registry`. Attributes load on first use, so
@@ -18,16 +20,30 @@ JAX.
 import importlib
 
 _EXPORTS = {
+    "BlockExtractor": "blocks",
     "EvalContext": "suite",
     "FeatureExtractor": "features",
+    "alignment": "analysis",
+    "balanced_indices": "analysis",
+    "cka_matrix": "analysis",
+    "class_cosine_matrix": "analysis",
+    "class_distance_ratio": "analysis",
+    "class_distance_ratios": "analysis",
     "format_table": "report",
+    "frechet_distance": "analysis",
     "knn_accuracy": "knn",
     "knn_predict": "knn",
+    "linear_cka": "analysis",
+    "nested_subsets": "label_fractions",
     "metric_columns": "report",
+    "rankme": "analysis",
     "run_suite": "suite",
     "standardize_features": "linear_probe",
     "topk_accuracy": "knn",
+    "train_augmented_probe": "linear_probe",
     "train_linear_probe": "linear_probe",
+    "tsne_embedding": "analysis",
+    "uniformity": "analysis",
     "write_results": "report",
 }
 

@@ -40,34 +40,15 @@ LEGACY_KEYS: dict[str, tuple[str, str]] = {
 # The evaluators the old flat keys configured: name -> type.
 _LEGACY_TYPES = {"knn": "knn", "probe": "linear_probe"}
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+# Sections whose entries a config saved before they existed must have off
+# (it was trained without them): section -> the entries' on/off key.
+_OFF_WHEN_ABSENT = {"monitors": "enabled"}
 
 
-def upgrade_config(config: ml_collections.ConfigDict
-                   ) -> ml_collections.ConfigDict:
-  """Converts a config saved before `config.evals` existed (else returns it).
-
-  Old configs held kNN and probe settings as flat `config.eval` keys
-  (:data:`LEGACY_KEYS`) and no `config.evals`. The upgrade moves them to
-  `config.evals.knn` / `config.evals.probe` (type knn / linear_probe); keys
-  the old config lacked take the evaluators' DEFAULTS, which equal the old
-  built-in defaults (old configs always set probe_steps); an old
-  `knn_chunk_size=None` (automatic) becomes 0. `config.eval` keeps the
-  suite keys; missing ones take the schema defaults.
-
-  Args:
-    config: a config as loaded from a workdir's config.json.
-
-  Returns:
-    `config` itself if it has `evals`, else an upgraded copy.
-
-  Raises:
-    ValueError: if the old eval block holds a key of neither kind.
-  """
-  if "evals" in config:
-    return config
+def _flat_to_evals(config: ml_collections.ConfigDict) -> None:
+  """Moves the old flat `config.eval` keys to `config.evals` (in place)."""
   # Here, not at the top: config_lib may import this module's LEGACY_KEYS.
   from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict(config.to_dict())
   suite = config_lib.get_default_config().eval.to_dict()
   evals = {name: registry.default_config(etype).to_dict()
            for name, etype in _LEGACY_TYPES.items()}
@@ -85,6 +66,69 @@ def upgrade_config(config: ml_collections.ConfigDict
                        f"eval.{key}.")
   config.eval = ml_collections.ConfigDict({**suite, **new_eval})
   config.evals = ml_collections.ConfigDict(evals)
+
+
+def _missing_defaults(config: ml_collections.ConfigDict) -> dict:
+  """Top-level sections and evaluator keys the schema gained after
+  `config` was saved: {"sections": [...], "evals": {name: [keys]}}."""
+  from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
+  ref = config_lib.get_default_config(config.get("method", "mdssl"))
+  sections = [k for k in ref.keys() if k not in config]
+  evals = {}
+  for name, entry in config.get("evals", {}).items():
+    etype = entry.get("type") if hasattr(entry, "get") else None
+    if etype in registry.available():
+      keys = [k for k in registry.get(etype).DEFAULTS if k not in entry]
+      if keys:
+        evals[name] = keys
+  return {"sections": sections, "evals": evals}
+
+
+def upgrade_config(config: ml_collections.ConfigDict
+                   ) -> ml_collections.ConfigDict:
+  """Brings a config saved by an older version to the current schema.
+
+  Old configs held kNN and probe settings as flat `config.eval` keys
+  (:data:`LEGACY_KEYS`) and no `config.evals`. The upgrade moves them to
+  `config.evals.knn` / `config.evals.probe` (type knn / linear_probe); keys
+  the old config lacked take the evaluators' DEFAULTS, which equal the old
+  built-in defaults (old configs always set probe_steps); an old
+  `knn_chunk_size=None` (automatic) becomes 0. `config.eval` keeps the
+  suite keys; missing ones take the schema defaults. Sections the schema
+  gained later and evaluator keys their types gained later take their
+  defaults, except that the entries of a missing `monitors` section are
+  turned off (the run was trained without them, so its checkpoints hold
+  no monitor state).
+
+  Args:
+    config: a config as loaded from a workdir's config.json.
+
+  Returns:
+    `config` itself if it is current, else an upgraded copy.
+
+  Raises:
+    ValueError: if the old eval block holds a key of neither kind.
+  """
+  legacy = "evals" not in config
+  if not legacy:
+    missing = _missing_defaults(config)
+    if not missing["sections"] and not missing["evals"]:
+      return config
+  from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(config.to_dict())
+  if legacy:
+    _flat_to_evals(config)
+  missing = _missing_defaults(config)
+  ref = config_lib.get_default_config(config.get("method", "mdssl"))
+  for key in missing["sections"]:
+    config[key] = ref[key]
+    if key in _OFF_WHEN_ABSENT:
+      for entry in config[key].values():
+        entry[_OFF_WHEN_ABSENT[key]] = False
+  for name, keys in missing["evals"].items():
+    defaults = registry.get(config.evals[name].type).DEFAULTS
+    for key in keys:
+      config.evals[name][key] = defaults[key]
   return config
 
 

@@ -21,6 +21,7 @@ from types import ModuleType
 import ml_collections
 
 EVALUATORS: dict[str, str] = {
+    "finetune": "mdssl_jax.evaluation.evaluators.finetune",
     "knn": "mdssl_jax.evaluation.evaluators.knn",
     "linear_probe": "mdssl_jax.evaluation.evaluators.linear_probe",
 }

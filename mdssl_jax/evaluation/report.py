@@ -62,12 +62,16 @@ def format_table(results: Mapping[str, Any]) -> str:
 
   Args:
     results: dict with "domains", "mean" and "eval_config" as returned by
-      `suite.run_suite` (or loaded back from `write_results`' JSON).
+      `suite.run_suite` (or loaded back from `write_results`' JSON), and
+      optionally "mean_unseen".
 
   Returns:
     Multi-line string: a header, one row per domain, a rule and a mean row;
     one column per metric column of each evaluator (`metric_columns`).
-    Missing values (e.g. top-5 with < 5 classes) print as "-".
+    When some domains are unseen (not trained on), their names end in "*"
+    and the mean rows are "mean (seen)" (training domains) and "mean
+    (unseen)", followed by a footnote. Missing values (e.g. top-5 with < 5
+    classes) print as "-".
   """
   evals = results.get("eval_config", {}).get("evals", _LEGACY_EVALS)
   columns = [("classes", "num_classes", "d"), ("n_train", "n_train", "d"),
@@ -75,7 +79,13 @@ def format_table(results: Mapping[str, Any]) -> str:
   columns += [(title, key, "f") for title, key in metric_columns(evals)]
   widths = [max(_COL_W, len(title)) for title, _, _ in columns]
   domains = results["domains"]
-  name_w = max([len("domain"), len("mean")] + [len(n) for n in domains])
+  any_unseen = any(r.get("unseen") for r in domains.values())
+  names = {n: n + "*" if r.get("unseen") else n for n, r in domains.items()}
+  means = ([("mean (seen)", results["mean"]),
+            ("mean (unseen)", results["mean_unseen"])] if any_unseen
+           else [("mean", results["mean"])])
+  name_w = max([len("domain")] + [len(t) for t, _ in means] +
+               [len(n) for n in names.values()])
 
   def row(name: str, values: Mapping[str, Any]) -> str:
     cells = []
@@ -88,19 +98,26 @@ def format_table(results: Mapping[str, Any]) -> str:
   header = (f"{'domain':<{name_w}}  " + "  ".join(
       f"{title:>{w}}" for (title, _, _), w in zip(columns, widths)))
   lines = [header, "-" * len(header)]
-  lines += [row(name, r) for name, r in domains.items()]
-  lines += ["-" * len(header), row("mean", results["mean"])]
+  # Training domains first, then the unseen ones.
+  order = sorted(domains, key=lambda n: bool(domains[n].get("unseen")))
+  lines += [row(names[n], domains[n]) for n in order]
+  lines.append("-" * len(header))
+  for title, values in means:
+    lines.append(row(title, values) if values else
+                 f"{title:<{name_w}}  (no training domain evaluated)")
+  if any_unseen:
+    lines.append("* unseen: not a training domain of this run.")
   return "\n".join(lines)
 
 
-def _to_jsonable(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
   """NumPy/JAX scalars and arrays to Python; non-finite floats to None."""
   if isinstance(obj, Mapping):
-    return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    return {str(k): to_jsonable(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
-    return [_to_jsonable(v) for v in obj]
+    return [to_jsonable(v) for v in obj]
   if isinstance(obj, (np.ndarray, jax.Array)):
-    return _to_jsonable(np.asarray(obj).tolist())
+    return to_jsonable(np.asarray(obj).tolist())
   if isinstance(obj, np.generic):
     obj = obj.item()
   if isinstance(obj, float) and not math.isfinite(obj):
@@ -124,7 +141,7 @@ def write_results(results: Mapping[str, Any], path: str | os.PathLike) -> None:
   Raises:
     TypeError: if a value cannot be represented in JSON.
   """
-  text = json.dumps(_to_jsonable(results), indent=2, allow_nan=False) + "\n"
+  text = json.dumps(to_jsonable(results), indent=2, allow_nan=False) + "\n"
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
