@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging as pylogging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 import tensorstore as ts
@@ -100,6 +102,34 @@ class Checkpointer:
           + " To start afresh, use a new --workdir.") from e
     logging.info("Restored checkpoint %s", path)
     return restored["state"], restored["meta"]
+
+  def saved_subtree(self, step: int, keys: Sequence[str],
+                    sharding: jax.sharding.Sharding) -> Any | None:
+    """Abstract arrays of the saved state's subtree `state[k1][k2]...`.
+
+    Reads the checkpoint's metadata only (no array data). Lets a caller
+    restore a checkpoint holding state its config no longer builds (e.g.
+    monitor state) and then drop it.
+
+    Args:
+      step: the checkpoint.
+      keys: dict keys from the state's root to the subtree.
+      sharding: the sharding the abstract arrays get.
+
+    Returns:
+      A pytree of `jax.ShapeDtypeStruct`, or None when the checkpoint has
+      no such subtree (or its metadata cannot be read).
+    """
+    path = epath.Path(self.directory) / str(step) / "state"
+    try:
+      tree = ocp.StandardCheckpointHandler().metadata(path).tree
+      for key in keys:
+        tree = tree[key]
+    except (KeyError, TypeError, ValueError, OSError):
+      return None
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+        tree)
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""

@@ -266,6 +266,19 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       "knn": eval_registry.default_config("knn"),
       "probe": eval_registry.default_config("linear_probe"),
   })
+  # Online monitors on the stop-gradient backbone features of view 1 (see
+  # mdssl_jax/online_monitors.py); they never touch the SSL gradient.
+  c.monitors = ml_collections.ConfigDict({
+      # A linear classifier over every domain's classes, trained alongside.
+      "online_probe": dict(enabled=True, optimizer="adam", lr=1e-3,
+                           weight_decay=0.0, momentum=0.9),
+      # Weighted kNN (METHODS §6.2) of each batch against a FIFO bank of
+      # the last bank_size features, same-domain neighbours only.
+      "online_knn": dict(enabled=True, bank_size=4096, k=20,
+                         temperature=0.07),
+      # RankMe of the bank (of the batch when the bank is off).
+      "rankme": dict(enabled=True, every_steps=100, eps=1e-7),
+  })
   return c
 
 
@@ -449,6 +462,45 @@ def _core_errors(config: ml_collections.ConfigDict) -> list[str]:
   if config.eval.every_steps < 0:
     errors.append("eval.every_steps must be ≥ 0 (0: no periodic "
                   "evaluation).")
+  return errors + _monitor_errors(config)
+
+
+MONITOR_OPTIMIZERS = ("adam", "sgd")
+
+
+def _monitor_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """Checks of `config.monitors`."""
+  errors = []
+  mon = config.monitors
+  for name in mon:
+    if not isinstance(mon[name].enabled, bool):
+      errors.append(f"monitors.{name}.enabled must be True or False.")
+  probe = mon.online_probe
+  if probe.optimizer not in MONITOR_OPTIMIZERS:
+    errors.append(f"monitors.online_probe.optimizer={probe.optimizer!r}; "
+                  f"use one of {MONITOR_OPTIMIZERS}.")
+  if not probe.lr > 0:
+    errors.append("monitors.online_probe.lr must be > 0.")
+  if probe.weight_decay < 0:
+    errors.append("monitors.online_probe.weight_decay must be ≥ 0.")
+  if not 0 <= probe.momentum < 1:
+    errors.append("monitors.online_probe.momentum must be in [0, 1).")
+  knn = mon.online_knn
+  batch = global_batch(config)
+  if knn.enabled and knn.bank_size < batch:
+    errors.append(f"monitors.online_knn.bank_size={knn.bank_size} must be "
+                  f"≥ the global batch {batch} (each step inserts it).")
+  if not 1 <= knn.k <= knn.bank_size:
+    errors.append(f"monitors.online_knn.k={knn.k} must be in [1, "
+                  f"bank_size={knn.bank_size}].")
+  if not knn.temperature >= 1 / 80:
+    errors.append(f"monitors.online_knn.temperature={knn.temperature} must "
+                  "be ≥ 0.0125 (exp(1/T) must stay finite in float32).")
+  if mon.rankme.every_steps < 1:
+    errors.append("monitors.rankme.every_steps must be ≥ 1 (turn RankMe "
+                  "off with monitors.rankme.enabled=False).")
+  if not mon.rankme.eps > 0:
+    errors.append("monitors.rankme.eps must be > 0 (the paper: 1e-7).")
   return errors
 
 

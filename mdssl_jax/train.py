@@ -40,14 +40,17 @@ import optax
 
 from mdssl_jax import checkpoint as ckpt_lib
 from mdssl_jax import config_lib
+from mdssl_jax import evaluate as evaluate_lib
 from mdssl_jax import host_memory
 from mdssl_jax import methods
+from mdssl_jax import online_monitors
 from mdssl_jax import optim
 from mdssl_jax import progress as progress_lib
 from mdssl_jax import sharding as sharding_lib
 from mdssl_jax import workdir as workdir_lib
 from mdssl_jax.data import pipeline, sources
 from mdssl_jax.evaluation import report
+from mdssl_jax.evaluation import results_log
 from mdssl_jax.evaluation.features import FeatureExtractor
 from mdssl_jax.evaluation.suite import run_suite
 from mdssl_jax.methods import base
@@ -83,12 +86,15 @@ class Setup:
     lr_fn: step -> learning rate.
     ema_fn: step -> EMA momentum τ, or None for methods without a target.
     shape: global batch, total and warm-up steps of the run.
+    monitors: the online monitors (`config.monitors`); None when all are
+      off. Their state is `TrainState.buffers[online_monitors.MONITOR_KEY]`.
   """
   method: base.Method
   tx: optax.GradientTransformation
   lr_fn: Callable[[Any], jax.Array]
   ema_fn: Callable[[Any], jax.Array] | None
   shape: config_lib.RunShape
+  monitors: online_monitors.Monitors | None = None
 
 
 def run_shape(config: ml_collections.ConfigDict,
@@ -97,9 +103,23 @@ def run_shape(config: ml_collections.ConfigDict,
   return config_lib.run_shape(config, sum(d.num_train for d in domains))
 
 
+def class_counts(domains: list[sources.DomainData]) -> tuple[int, ...]:
+  """The classes of each domain: `build_setup`'s num_classes."""
+  return tuple(d.num_classes for d in domains)
+
+
 def build_setup(config: ml_collections.ConfigDict,
-                shape: config_lib.RunShape) -> Setup:
-  """Builds the method, optimiser and schedules for a run of `shape`."""
+                shape: config_lib.RunShape,
+                num_classes: tuple[int, ...] | None = None) -> Setup:
+  """Builds the method, optimiser and schedules for a run of `shape`.
+
+  Args:
+    config: the validated run config.
+    shape: from `run_shape`.
+    num_classes: classes of each domain (`class_counts`), the online
+      probe's label spaces; None leaves the probe out (with a warning), as
+      for a setup that only evaluates or restores a monitor-free state.
+  """
   total = shape.total_steps
   method = methods.get_method(config.method)(config, total_steps=total)
   tx, lr_fn = optim.make_optimizer(
@@ -108,7 +128,25 @@ def build_setup(config: ml_collections.ConfigDict,
   ema_fn = None
   if method.has_target:
     ema_fn = optim.ema_schedule(config.ema.base, total, config.ema.schedule)
-  return Setup(method, tx, lr_fn, ema_fn, shape)
+  monitors = None
+  if num_classes is None and config.monitors.online_probe.enabled:
+    logging.warning("build_setup got no num_classes: the online probe is "
+                    "left out; pass train.class_counts(domains).")
+  if online_monitors.any_enabled(config.monitors, num_classes is not None):
+    monitors = online_monitors.Monitors.create(
+        config, num_classes, _feature_dim(method, config))
+  return Setup(method, tx, lr_fn, ema_fn, shape, monitors)
+
+
+def _feature_dim(method: base.Method, config: ml_collections.ConfigDict
+                 ) -> int:
+  """The width F of the backbone features (shapes only, nothing computed)."""
+  size = config.views.large.size
+  sample = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+  def features(images):
+    params, batch_stats = method.init(jax.random.PRNGKey(0), images)
+    return method.features(params, batch_stats, images)
+  return jax.eval_shape(features, sample).shape[-1]
 
 
 def init_state(setup: Setup, config: ml_collections.ConfigDict) -> TrainState:
@@ -124,12 +162,15 @@ def init_state(setup: Setup, config: ml_collections.ConfigDict) -> TrainState:
     # ξ starts equal to θ (METHODS.md §1.3).
     target_params = jax.tree.map(jnp.copy, method.target_subset(params))
     target_bs = jax.tree.map(jnp.copy, method.target_subset(batch_stats))
+  buffers = method.init_buffers()
+  if setup.monitors is not None:
+    buffers[online_monitors.MONITOR_KEY] = setup.monitors.init()
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats,
                     opt_state=setup.tx.init(params),
                     target_params=target_params,
                     target_batch_stats=target_bs,
-                    buffers=method.init_buffers(), rng=train_rng)
+                    buffers=buffers, rng=train_rng)
 
 
 # Initialisation runs once and is dominated by threefry random bits: on CPU
@@ -170,18 +211,67 @@ def restore_or_init(setup: Setup, config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> TrainState:
   """The newest checkpoint's state (config.checkpoint.resume), else a new one.
 
-  Either way the state is replicated over `mesh`.
+  Either way the state is replicated over `mesh`. A checkpoint without
+  monitor state (written with every monitor off, or before monitors
+  existed) resumes with the monitors enabled now started afresh.
 
   Raises:
     ckpt_lib.CheckpointError: the newest checkpoint cannot be restored.
   """
   replicated = sharding_lib.replicated(mesh)
-  if config.checkpoint.resume and checkpointer.latest_step() is not None:
-    state, meta = checkpointer.restore(
-        abstract_state(setup, config, replicated))
-    logging.info("Resuming from step %d (%s).", int(state.step), meta)
-    return state
-  return create_state(setup, config, replicated)
+  if not (config.checkpoint.resume
+          and checkpointer.latest_step() is not None):
+    return create_state(setup, config, replicated)
+  state, meta = restore_state(checkpointer, setup, config, replicated)
+  logging.info("Resuming from step %d (%s).", int(state.step), meta)
+  return state
+
+
+def restore_state(checkpointer: ckpt_lib.Checkpointer, setup: Setup,
+                  config: ml_collections.ConfigDict,
+                  sharding: jax.sharding.Sharding, step: int | None = None
+                  ) -> tuple[TrainState, dict[str, Any]]:
+  """(state placed with `sharding`, metadata) of checkpoint `step`.
+
+  The online monitors' state is not part of what is trained: a checkpoint
+  without it (written with every monitor off, or before monitors existed),
+  with monitor state the config no longer uses, or with monitors of other
+  sizes restores everything else, and the enabled monitors start afresh.
+
+  Args:
+    checkpointer: the workdir's checkpointer.
+    setup: the run's setup.
+    config: the run config.
+    sharding: where the restored arrays go.
+    step: checkpoint step; None: the latest.
+
+  Raises:
+    ckpt_lib.CheckpointError: the checkpoint cannot be restored.
+  """
+  abstract = abstract_state(setup, config, sharding)
+  try:
+    return checkpointer.restore(abstract, step)
+  except ckpt_lib.CheckpointError as error:
+    key = online_monitors.MONITOR_KEY
+    buffers = {k: v for k, v in abstract.buffers.items() if k != key}
+    step = checkpointer.latest_step() if step is None else step
+    saved = checkpointer.saved_subtree(step, ("buffers", key), sharding)
+    if saved is not None:  # Restored as saved, then dropped.
+      buffers[key] = saved
+    try:
+      state, meta = checkpointer.restore(abstract.replace(buffers=buffers),
+                                         step)
+    except ckpt_lib.CheckpointError:
+      raise error from None  # The full state's failure is the one to report.
+    state = state.replace(buffers={k: v for k, v in state.buffers.items()
+                                   if k != key})
+  if setup.monitors is None:
+    logging.info("The checkpoint's monitor state is not used.")
+    return state, meta
+  logging.info("The checkpoint has no usable monitor state; the online "
+               "monitors start afresh.")
+  fresh = jax.device_put(setup.monitors.init(), sharding)
+  return state.replace(buffers={**state.buffers, key: fresh}), meta
 
 
 # ---- The update step ---------------------------------------------------------
@@ -197,17 +287,29 @@ def train_step(state: TrainState, batch: Batch, *,
   """
   method = setup.method
   rng = jax.random.fold_in(state.rng, state.step)
+  monitors = setup.monitors
+  key = online_monitors.MONITOR_KEY
+  # The method sees (and returns) its own buffers only.
+  buffers = {k: v for k, v in state.buffers.items() if k != key}
 
   def objective(params):
     inputs = base.StepInputs(
         params=params, batch_stats=state.batch_stats,
         target_params=state.target_params,
-        target_batch_stats=state.target_batch_stats, buffers=state.buffers,
+        target_batch_stats=state.target_batch_stats, buffers=buffers,
         batch=batch, rng=rng, step=state.step)
-    return method.loss(inputs)
+    if monitors is None:
+      return method.loss(inputs)
+    return method.loss_with_features(inputs)
 
   (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
       state.params)
+  new_buffers = None
+  if monitors is not None:
+    aux, features = aux
+    monitor_state, monitor_metrics = monitors.update(
+        state.buffers[key], features, batch, state.step)
+    new_buffers = {**aux.buffers, key: monitor_state}
   grads = method.transform_grads(grads, state.step)
   updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -224,7 +326,8 @@ def train_step(state: TrainState, batch: Batch, *,
   new_state = TrainState(
       step=state.step + 1, params=params, batch_stats=aux.batch_stats,
       opt_state=opt_state, target_params=target_params,
-      target_batch_stats=aux.target_batch_stats, buffers=aux.buffers,
+      target_batch_stats=aux.target_batch_stats,
+      buffers=aux.buffers if new_buffers is None else new_buffers,
       rng=state.rng)
   keep = lambda new, old: jnp.where(finite, new, old)
   new_state = jax.tree.map(keep, new_state, state)
@@ -233,6 +336,8 @@ def train_step(state: TrainState, batch: Batch, *,
                  param_norm=optax.tree.norm(params),
                  update_norm=optax.tree.norm(updates),
                  nonfinite=(~finite).astype(jnp.float32))
+  if monitors is not None:
+    metrics.update(monitor_metrics)
   return new_state, metrics
 
 
@@ -462,11 +567,12 @@ def load_for_eval(config: ml_collections.ConfigDict, workdir: str,
   """
   jax.config.update("jax_threefry_partitionable", True)  # As in training.
   domains = sources.load_domains(config.data)
-  setup = build_setup(config, run_shape(config, domains))
+  setup = build_setup(config, run_shape(config, domains),
+                      class_counts(domains))
   mesh = sharding_lib.make_mesh(config.mesh_shape)
-  abstract = abstract_state(setup, config, sharding_lib.replicated(mesh))
   with ckpt_lib.Checkpointer(workdir, async_save=False) as checkpointer:
-    state, _ = checkpointer.restore(abstract, step)
+    state, _ = restore_state(checkpointer, setup, config,
+                             sharding_lib.replicated(mesh), step)
   return setup, state, domains
 
 
@@ -484,6 +590,10 @@ def _write_results(config: ml_collections.ConfigDict, setup: Setup,
       "final_loss": records[-1]["loss"] if records else None,
   }
   report.write_results(results, os.path.join(workdir, "results.json"))
+  # Logged like `python -m mdssl_jax.evaluate --workdir=RUN` (same suite).
+  results_log.append(workdir, results, step=summary["steps"],
+                     suite_name=evaluate_lib.WORKDIR_SUITE,
+                     suite_hash=evaluate_lib.workdir_suite_hash(config))
   print(report.format_table(results), flush=True)
 
 
@@ -565,7 +675,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   mesh = sharding_lib.make_mesh(config.mesh_shape)
   domains = sources.load_domains(config.data)
-  setup = build_setup(config, run_shape(config, domains))
+  setup = build_setup(config, run_shape(config, domains),
+                      class_counts(domains))
   shape = setup.shape
   logging.info("method=%s domains=%s global_batch=%d total_steps=%d "
                "warmup=%d devices=%d", config.method,

@@ -37,7 +37,8 @@ def test_eval_suite_keys_and_named_evaluators():
   assert set(c.eval) == {"every_steps", "at_end", "feature_batch_size",
                          "max_train_per_domain", "max_test_per_domain"}
   assert dict(c.evals.knn) == {"type": "knn", "k": 20, "temperature": 0.07,
-                               "chunk_size": 0}
+                               "chunk_size": 0, "label_fraction": 1.0,
+                               "subset_seed": 0}
   assert c.evals.probe.type == "linear_probe"
   assert (c.evals.probe.steps, c.evals.probe.batch_size) == (2000, 1024)
 
@@ -154,6 +155,7 @@ def test_evaluator_missing_keys_fail_with_config_error():
   c.evals.knn200 = ml_collections.ConfigDict({"type": "knn", "k": 200})
   with pytest.raises(config_lib.ConfigError,
                      match=r"evals\.knn200 lacks \['chunk_size', "
+                           r"'label_fraction', 'subset_seed', "
                            r"'temperature'\]"):
     config_lib.validate(c)
 

@@ -75,6 +75,8 @@ class Method:
     self.total_steps = total_steps
     self.dtype = network_lib.compute_dtype(config.compute_dtype)
     self.network = self.build_network()
+    # Online features offered during `loss_with_features` (None: not asked).
+    self._offered: list[jax.Array] | None = None
 
   # ---- declarations ---------------------------------------------------------
 
@@ -204,14 +206,16 @@ class Method:
       (dict of outputs reshaped to [V, B, ...], updated batch_stats).
     """
     if self.config.model.view_batch_stats == "per_view":
-      return self.encode_groups(
+      out, batch_stats = self.encode_groups(
           params, batch_stats,
           einops.rearrange(views, "b v h w c -> v b h w c"), target=target)
-    num_views = views.shape[1]
-    out, batch_stats = self.forward(params, batch_stats,
-                                    self.stack_views(views), target=target)
-    return ({k: self.split_views(v, num_views) for k, v in out.items()},
-            batch_stats)
+    else:
+      out, batch_stats = self.forward(params, batch_stats,
+                                      self.stack_views(views), target=target)
+      out = {k: self.split_views(v, views.shape[1]) for k, v in out.items()}
+    if not target:
+      self.offer_features(out["features"][0])
+    return out, batch_stats
 
   def encode_multicrop(self, params, batch_stats, groups: list[jax.Array],
                        *, target: bool = False):
@@ -250,6 +254,8 @@ class Method:
       outs.append({k: self.split_views(v[rows], views.shape[1])
                    for k, v in out.items()})
       start += f.shape[0]
+    if not target:
+      self.offer_features(outs[0]["features"][0])
     return outs, batch_stats
 
   def encode_groups(self, params, batch_stats, groups: jax.Array, *,
@@ -324,3 +330,37 @@ class Method:
   def loss(self, inputs: StepInputs) -> tuple[jax.Array, StepAux]:
     """Forward passes + pure loss; must be differentiable in params."""
     raise NotImplementedError
+
+  def offer_features(self, features: jax.Array) -> None:
+    """Records online backbone features [B, F] of view 1 for the monitors.
+
+    `encode_views` and `encode_multicrop` call it on their online branch;
+    a method that encodes otherwise calls it itself. Only the first offer
+    of a `loss_with_features` call is kept (view 1 of the large views).
+    """
+    if self._offered is not None:
+      self._offered.append(features)
+
+  def loss_with_features(self, inputs: StepInputs
+                         ) -> tuple[jax.Array, tuple[StepAux, jax.Array]]:
+    """`loss`, plus the backbone features [B, F] it computed for view 1.
+
+    The features are the online encoder's, in the batch's row order, under
+    stop-gradient (the online monitors' input: no extra encoder pass).
+
+    Raises:
+      ValueError: the method's loss offered no features.
+    """
+    self._offered = []
+    try:
+      loss, aux = self.loss(inputs)
+      offered = self._offered
+    finally:
+      self._offered = None
+    if not offered:
+      raise ValueError(
+          f"method {self.name!r} computed no online features for the "
+          "monitors: its loss must encode through encode_views / "
+          "encode_multicrop or call offer_features.")
+    features = jax.lax.stop_gradient(offered[0]).astype(jnp.float32)
+    return loss, (aux, features)

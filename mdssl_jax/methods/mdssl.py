@@ -114,8 +114,11 @@ class MDSSL(base.Method):
         inputs.params, inputs.batch_stats, groups,
         remat=self.args.encode_domains_separately)
     # Either grouping lists domain d's rows as [(v n)], view-major.
-    proj = out["proj"].reshape((num_domains, -1) + out["proj"].shape[2:])
-    z = einops.rearrange(proj, "d (v n) k -> v (d n) k", v=2)
+    def by_view(x):  # [G, n, ...] in domain groups -> [2, D·N, ...].
+      x = x.reshape((num_domains, -1) + x.shape[2:])
+      return einops.rearrange(x, "d (v n) ... -> v (d n) ...", v=2)
+    z = by_view(out["proj"])
+    self.offer_features(by_view(out["features"])[0])
     return z[0], z[1], batch_stats
 
   def loss(self, inputs):
