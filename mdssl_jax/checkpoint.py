@@ -120,9 +120,14 @@ class Checkpointer:
       A pytree of `jax.ShapeDtypeStruct`, or None when the checkpoint has
       no such subtree (or its metadata cannot be read).
     """
-    path = epath.Path(self.directory) / str(step) / "state"
+    path = os.path.join(self.directory, str(step))
     try:
-      tree = ocp.StandardCheckpointHandler().metadata(path).tree
+      _verify_readable(path)  # Orbax on a damaged one floods stderr.
+      handler = ocp.StandardCheckpointHandler()
+      try:
+        tree = handler.metadata(epath.Path(path) / "state").tree
+      finally:
+        handler.close()
       for key in keys:
         tree = tree[key]
     except (KeyError, TypeError, ValueError, OSError):

@@ -258,6 +258,8 @@ def restore_state(checkpointer: ckpt_lib.Checkpointer, setup: Setup,
     saved = checkpointer.saved_subtree(step, ("buffers", key), sharding)
     if saved is not None:  # Restored as saved, then dropped.
       buffers[key] = saved
+    elif key not in abstract.buffers:
+      raise  # Monitors play no part in the failure.
     try:
       state, meta = checkpointer.restore(abstract.replace(buffers=buffers),
                                          step)
