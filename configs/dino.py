@@ -42,9 +42,9 @@ Variants (config arguments, comma-separated):
              Measured (per-group BN, reference-order LARS; 5.7 min end to
              end on an AVX-512 Intel host): loss 6.52 (first 25 steps) →
              6.12 (last 25); kNN top-1 digits 89.1, photos 96.4, textures
-             31.3, mean 72.3% (chance 12.9%); probe mean 73.0%. The encoder at initialisation
-             scores 69.8% kNN / 78.0% probe here (random conv features are
-             strong on these domains).
+             31.3, mean 72.3% (chance 12.9%); probe mean 73.0%. The
+             encoder at initialisation scores 69.8% kNN / 78.0% probe
+             here (random conv features are strong on these domains).
   shared     The four ../shared/data domains, width-¼ ResNet-18, the demo's
              head and crops, 64 images per domain per step, 2,000 steps:
              about 2.5–3 hours on 2 CPU cores (estimated from the demo's

@@ -249,24 +249,21 @@ def restore_state(checkpointer: ckpt_lib.Checkpointer, setup: Setup,
     ckpt_lib.CheckpointError: the checkpoint cannot be restored.
   """
   abstract = abstract_state(setup, config, sharding)
-  try:
+  key = online_monitors.MONITOR_KEY
+  step = checkpointer.latest_step() if step is None else step
+  saved = (None if step is None else
+           checkpointer.saved_subtree(step, ("buffers", key), sharding))
+  wanted = abstract.buffers.get(key)
+  if (saved is None) == (wanted is None) and (
+      saved is None or _leaf_specs(saved) == _leaf_specs(wanted)):
     return checkpointer.restore(abstract, step)
-  except ckpt_lib.CheckpointError as error:
-    key = online_monitors.MONITOR_KEY
-    buffers = {k: v for k, v in abstract.buffers.items() if k != key}
-    step = checkpointer.latest_step() if step is None else step
-    saved = checkpointer.saved_subtree(step, ("buffers", key), sharding)
-    if saved is not None:  # Restored as saved, then dropped.
-      buffers[key] = saved
-    elif key not in abstract.buffers:
-      raise  # Monitors play no part in the failure.
-    try:
-      state, meta = checkpointer.restore(abstract.replace(buffers=buffers),
-                                         step)
-    except ckpt_lib.CheckpointError:
-      raise error from None  # The full state's failure is the one to report.
-    state = state.replace(buffers={k: v for k, v in state.buffers.items()
-                                   if k != key})
+  # Restore the monitor state as saved (if any), then drop it.
+  buffers = {k: v for k, v in abstract.buffers.items() if k != key}
+  if saved is not None:
+    buffers[key] = saved
+  state, meta = checkpointer.restore(abstract.replace(buffers=buffers), step)
+  state = state.replace(buffers={k: v for k, v in state.buffers.items()
+                                 if k != key})
   if setup.monitors is None:
     logging.info("The checkpoint's monitor state is not used.")
     return state, meta
@@ -274,6 +271,11 @@ def restore_state(checkpointer: ckpt_lib.Checkpointer, setup: Setup,
                "monitors start afresh.")
   fresh = jax.device_put(setup.monitors.init(), sharding)
   return state.replace(buffers={**state.buffers, key: fresh}), meta
+
+
+def _leaf_specs(tree: PyTree) -> list[tuple[tuple[int, ...], str]]:
+  """Sorted (shape, dtype) of a tree's leaves (container types ignored)."""
+  return sorted((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree))
 
 
 # ---- The update step ---------------------------------------------------------
