@@ -580,6 +580,15 @@ def load_for_eval(config: ml_collections.ConfigDict, workdir: str,
   return setup, state, domains
 
 
+def _log_results(config: ml_collections.ConfigDict, workdir: str,
+                 results: dict[str, Any], step: int) -> None:
+  """Appends an evaluation during training to `<workdir>/eval/results.jsonl`,
+  as `python -m mdssl_jax.evaluate --workdir=RUN` logs it (same suite)."""
+  results_log.append(workdir, results, step=step,
+                     suite_name=evaluate_lib.WORKDIR_SUITE,
+                     suite_hash=evaluate_lib.workdir_suite_hash(config))
+
+
 def _write_results(config: ml_collections.ConfigDict, setup: Setup,
                    results: dict[str, Any], workdir: str,
                    records: list[dict[str, Any]], **summary: Any) -> None:
@@ -594,10 +603,7 @@ def _write_results(config: ml_collections.ConfigDict, setup: Setup,
       "final_loss": records[-1]["loss"] if records else None,
   }
   report.write_results(results, os.path.join(workdir, "results.json"))
-  # Logged like `python -m mdssl_jax.evaluate --workdir=RUN` (same suite).
-  results_log.append(workdir, results, step=summary["steps"],
-                     suite_name=evaluate_lib.WORKDIR_SUITE,
-                     suite_hash=evaluate_lib.workdir_suite_hash(config))
+  _log_results(config, workdir, results, summary["steps"])
   print(report.format_table(results), flush=True)
 
 
@@ -701,6 +707,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   extractor = make_extractor(config, setup, mesh)
   evaluate = functools.partial(evaluate_state, config, setup,
                                domains=domains, extractor=extractor)
+
+  def evaluate_and_log(state: TrainState) -> dict[str, Any]:
+    """A periodic evaluation, also appended to eval/results.jsonl."""
+    results = evaluate(state)
+    if is_main:
+      _log_results(config, workdir, results, int(state.step))
+    return results
+
   batches = global_batches(
       pipeline.make_train_iterator(
           config, domains, start_step=start_step,
@@ -713,7 +727,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t_start = time.time()
   state = train_loop(config, setup, state, make_train_step(setup, mesh),
                      batches, end_step=end_step, checkpointer=checkpointer,
-                     writer=writer, jsonl=jsonl, evaluate=evaluate)
+                     writer=writer, jsonl=jsonl, evaluate=evaluate_and_log)
   train_time = time.time() - t_start
   final_step = int(state.step)
   if final_step < shape.total_steps or not config.eval.at_end:

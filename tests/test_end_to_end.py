@@ -11,6 +11,7 @@ from mdssl_jax import evaluate
 from mdssl_jax import presets
 from mdssl_jax import train
 from mdssl_jax.data import sources
+from mdssl_jax.evaluation import results_log
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,7 @@ def demo_run_config():
   c.log_every = 5
   c.checkpoint.every_steps = 30
   c.checkpoint.async_save = False
+  c.eval.every_steps = 30
   c.mesh_shape = 1
   return c
 
@@ -104,6 +106,26 @@ def test_evaluate_cli_reproduces_training_results_per_step(trained):
             for name, row in mid["domains"].items()}
   assert all(a != pytest.approx(b, abs=1e-4) for a, b in losses.values()), (
       losses)
+
+
+def test_training_evaluations_are_logged_like_the_cli(trained):
+  config, workdir, _, at_end = trained
+  rows = [r for r in results_log.read(workdir) if r["suite"] == "workdir"]
+  by_step = {}
+  for r in rows:
+    by_step.setdefault(r["step"], {})[(r["evaluator"], r["domain"])] = r
+  # The periodic evaluation (step 30) and the one at the end (step 60).
+  assert sorted(by_step)[:2] == [30, 60]
+  assert len(by_step[60]) == 2 * 3  # evaluators × domains
+  for (name, domain), r in by_step[60].items():
+    assert r["top1"] == pytest.approx(
+        at_end["domains"][domain][f"{name}_top1"])
+    assert r["suite_hash"] == evaluate.workdir_suite_hash(config)
+  # A later restore of the step-30 checkpoint reproduces the periodic one.
+  mid = evaluate.evaluate_workdir(workdir, step=30)
+  for (name, domain), r in by_step[30].items():
+    assert r["top1"] == pytest.approx(
+        mid["domains"][domain][f"{name}_top1"], abs=1e-6)
 
 
 @pytest.mark.parametrize("damage", ["garble_data", "drop_manifest"])
