@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 from absl import logging
 
+from mdssl_jax import atomic_file
+
 
 def format_duration(seconds: float) -> str:
   seconds = max(0, int(round(seconds)))
@@ -95,10 +97,8 @@ class JsonlWriter:
     if not os.path.exists(self.path):
       return
     kept = [r for r in self.read() if r["step"] <= step]
-    tmp = f"{self.path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_file.atomic_open(self.path) as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(tmp, self.path)
 
 
 def save_loss_plot(records: list[dict[str, Any]], path: str) -> None:

@@ -28,6 +28,8 @@ from typing import Any
 from absl import logging
 import ml_collections
 
+from mdssl_jax import atomic_file
+
 LOCK_FILE = "workdir.lock"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "config_history.jsonl"
@@ -56,10 +58,8 @@ def _now() -> str:
 
 def write_atomic(path: str, text: str) -> None:
   """Writes `text` to `path` via a temporary file and a rename."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
+  with atomic_file.atomic_open(path) as f:
     f.write(text)
-  os.replace(tmp, path)
 
 
 # ---- Creating and cleaning up ------------------------------------------------

@@ -21,12 +21,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from absl import logging
 import numpy as np
+
+from mdssl_jax import atomic_file
 
 
 def describe_domain(config: Any, entry: Mapping[str, Any], *,
@@ -58,18 +59,8 @@ def describe_domain(config: Any, entry: Mapping[str, Any], *,
 
 
 def _atomic_save(path: str, array: np.ndarray) -> None:
-  directory = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npy.tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.save(f, array)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  with atomic_file.atomic_open(path, "wb") as f:
+    np.save(f, array)
 
 
 class FeatureCache:
@@ -129,7 +120,6 @@ class FeatureCache:
         logging.warning("Feature cache %s has shape %s, expected %d rows; "
                         "recomputing.", path, feats.shape, num_rows)
     feats = np.asarray(compute(), np.float32)
-    os.makedirs(self.directory, exist_ok=True)
     _atomic_save(path, feats)
     self.misses += 1
     return feats

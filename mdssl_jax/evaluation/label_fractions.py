@@ -25,10 +25,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+
+from mdssl_jax import atomic_file
 
 # The fractions the label-fraction suite uses (1 / 5 / 10 / 50 / 100 %).
 FRACTIONS = (0.01, 0.05, 0.1, 0.5, 1.0)
@@ -151,18 +152,10 @@ def load_or_write(directory: str, domain: str, labels: np.ndarray,
     return _subsets_from_ranks(labels, ranks, fractions)
   ranks = class_ranks(labels, seed)
   subsets = _subsets_from_ranks(labels, ranks, fractions)
-  os.makedirs(directory, exist_ok=True)
   arrays = {f"f{f:g}": idx for f, idx in subsets.items()}
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, ranks=ranks, labels_sha256=np.asarray(digest),
-               seed=np.asarray(seed), **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with atomic_file.atomic_open(path, "wb") as f:
+    np.savez(f, ranks=ranks, labels_sha256=np.asarray(digest),
+             seed=np.asarray(seed), **arrays)
   return subsets
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
+from mdssl_jax import atomic_file
 from mdssl_jax.evaluation import registry
 
 # Results written before `config.evals` existed hold a flat "eval_config";
@@ -142,20 +142,5 @@ def write_results(results: Mapping[str, Any], path: str | os.PathLike) -> None:
     TypeError: if a value cannot be represented in JSON.
   """
   text = json.dumps(to_jsonable(results), indent=2, allow_nan=False) + "\n"
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory,
-                             prefix=f".{os.path.basename(path)}.",
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600.
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  with atomic_file.atomic_open(path) as f:
+    f.write(text)

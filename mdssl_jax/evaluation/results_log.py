@@ -25,12 +25,12 @@ import datetime
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 from absl import logging
 
+from mdssl_jax import atomic_file
 from mdssl_jax.evaluation import report
 
 JSONL = os.path.join("eval", "results.jsonl")
@@ -126,18 +126,8 @@ def write_csv(workdir: str) -> str:
   for row in rows:
     writer.writerow({k: _cell(row.get(k)) for k in columns})
   path = os.path.join(workdir, CSV)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".csv.tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text.getvalue())
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  with atomic_file.atomic_open(path) as f:
+    f.write(text.getvalue())
   return path
 
 
