@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from mdssl_jax import config_lib
 from mdssl_jax.sharding import DATA_AXIS
 
 # Rows per distance block: a block's [rows, k] distances and its one-hot
@@ -36,7 +37,7 @@ from mdssl_jax.sharding import DATA_AXIS
 _CHUNK_ROWS = 4096
 _HIGHEST = lax.Precision.HIGHEST  # no TF32/bf16 passes in the distances
 
-OUTLIER_RULES = ("second_to_nearest", "farthest_to_nearest")
+OUTLIER_RULES = config_lib.OUTLIER_RULES
 
 
 def _sq_dists(x: jax.Array, c: jax.Array) -> jax.Array:

@@ -41,6 +41,14 @@ DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 LR_SCALINGS = ("linear", "sqrt", "none")
 EMA_SCHEDULES = ("cosine", "constant")
+WEIGHT_DECAY_SCHEDULES = ("constant", "cosine")
+MODEL_NAMES = ("resnet", "vit")
+# MDSSL without domain labels (METHODS §2.8): where the batch's domain ids
+# come from, the robust filter's ratio and what happens to filtered rows.
+DOMAIN_LABELS = ("given", "kmeans", "robust_kmeans")
+OUTLIER_RULES = ("second_to_nearest", "farthest_to_nearest")
+IGNORED_MODES = ("drop", "mask")
+PSEUDO_EMBEDDINGS = ("projection", "features")
 
 # `config.method_args` of each registered method (METHODS.md §2–§5).
 METHOD_ARGS: dict[str, dict[str, Any]] = {
@@ -202,6 +210,30 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       # Data seed (demo generation, subsampling, stream order). Separate
       # from config.seed so runs with other training seeds see the same data.
       "seed": 0,
+      # Domain ids of the batch: "given" (each configured domain is one),
+      # or pseudo-domains found by k-means on the mixture ("kmeans"), with
+      # the robust outlier filter ("robust_kmeans"); see c.pseudo_domains.
+      "domain_labels": "given",
+  })
+  # MDSSL without domain labels (seed 000 §4, METHODS §2.8); read only when
+  # data.domain_labels != "given". The configured domains are pooled into
+  # one unlabelled mixture; their identity is used only to score clusters.
+  c.pseudo_domains = ml_collections.ConfigDict({
+      "num_domains": -1,  # M; -1: as many as configured domains.
+      "warmup_steps": 480,  # Plain SimCLR on mixed batches first.
+      "every_steps": 2400,  # Re-cluster at warmup + r·every_steps.
+      "eps0": 1.0,  # Robust ε of the first round, decaying
+      "eps_final": 1e-3,  # exponentially to this at the last round.
+      # "second_to_nearest": d2²/d1² (the stated intent); the literal eq. 5
+      # is "farthest_to_nearest" (they agree for M = 2).
+      "outlier_rule": "second_to_nearest",
+      # Filtered rows: "drop" from the sampling pool for the round, or
+      # "mask" them out of every term of the loss.
+      "ignored": "drop",
+      # What is clustered: ℓ2-normalised projector outputs z (METHODS
+      # §2.8 [assumed]) or backbone features, of eval-transform images.
+      "embedding": "projection",
+      "restarts": 3, "iters": 100, "tol": 1e-4,  # k-means (Lloyd, k-means++)
   })
   c.views = ml_collections.ConfigDict({
       "large": dict(count=2, size=32, crop_area=(0.08, 1.0)),
@@ -217,9 +249,18 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   c.saliency = ml_collections.ConfigDict({"prob": 0.0, "min_coverage": 0.05})
 
   c.model = ml_collections.ConfigDict({
+      # "resnet" (the keys below) or "vit" (the keys of model.vit).
+      "name": "resnet",
       "depth": 18, "width_multiplier": 1.0, "stem": "cifar",
       "norm": "batch", "conv_impl": "auto", "zero_init_residual": False,
-      "view_batch_stats": VIEW_BATCH_STATS.get(method, "joint")})
+      "view_batch_stats": VIEW_BATCH_STATS.get(method, "joint"),
+      # Vision Transformer (mdssl_jax/models/vit.py): size "tiny" | "small" |
+      # "base" | "large"; position embeddings cover (image_size /
+      # patch_size)² patches and are resampled for other view sizes.
+      "vit": dict(size="small", patch_size=4, image_size=32,
+                  pos_embed="learned", pooling="cls",
+                  # MoCo v3: keep the random patch projection fixed.
+                  frozen_patch_embed=False)})
   c.projector = ml_collections.ConfigDict({
       "hidden_dims": (2048,), "out_dim": 128, "norm": "batch",
       "last_norm": "none", "activation": "relu"})
@@ -238,7 +279,10 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       "b1": 0.9, "b2": 0.999,
       # A non-negative step count wins over epochs.
       "warmup_steps": -1, "warmup_epochs": 10.0,
-      "end_lr_factor": 0.0, "grad_clip_norm": 0.0})
+      "end_lr_factor": 0.0, "grad_clip_norm": 0.0,
+      # "constant": weight_decay throughout; "cosine": from weight_decay to
+      # weight_decay_end over the run (DINO: 0.04 -> 0.4).
+      "weight_decay_schedule": "constant", "weight_decay_end": 0.0})
   c.ema = ml_collections.ConfigDict({"base": 0.996, "schedule": "cosine"})
   c.total_steps = -1  # A non-negative step count wins over total_epochs.
   c.total_epochs = 100.0
@@ -285,9 +329,22 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
 # ---- Derived quantities ------------------------------------------------------
 
 
+def uses_pseudo_domains(config: ml_collections.ConfigDict) -> bool:
+  """Whether the batch's domains are k-means pseudo-domains (§2.8)."""
+  return config.data.domain_labels != "given"
+
+
+def batch_domains(config: ml_collections.ConfigDict) -> int:
+  """D of the batch layout: configured domains, or M pseudo-domains."""
+  if uses_pseudo_domains(config) and config.pseudo_domains.num_domains > 0:
+    return config.pseudo_domains.num_domains
+  return len(config.data.domains)
+
+
 def global_batch(config: ml_collections.ConfigDict) -> int:
-  """Images per step: D domains × data.per_domain_batch (views excluded)."""
-  return len(config.data.domains) * config.data.per_domain_batch
+  """Images per step: D batch domains × data.per_domain_batch (views
+  excluded); D = M under pseudo-domains (`batch_domains`)."""
+  return batch_domains(config) * config.data.per_domain_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -462,7 +519,61 @@ def _core_errors(config: ml_collections.ConfigDict) -> list[str]:
   if config.eval.every_steps < 0:
     errors.append("eval.every_steps must be ≥ 0 (0: no periodic "
                   "evaluation).")
-  return errors + _monitor_errors(config)
+  return (errors + _model_errors(config) + _optim_errors(config)
+          + _monitor_errors(config))
+
+
+def _model_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """Checks of `config.model` (the ViT keys only when model.name="vit")."""
+  name = config.model.name
+  if name not in MODEL_NAMES:
+    return [f"model.name={name!r}; use one of {MODEL_NAMES}."]
+  if name != "vit":
+    return []
+  # The names live with the model; jax is imported by validate anyway.
+  from mdssl_jax.models import vit  # pylint: disable=g-import-not-at-top
+  errors = []
+  v = config.model.vit
+  for key, value, valid in (("size", v.size, tuple(vit.VIT_SIZES)),
+                            ("pos_embed", v.pos_embed, vit.POS_EMBEDS),
+                            ("pooling", v.pooling, vit.POOLINGS)):
+    if value not in valid:
+      errors.append(f"model.vit.{key}={value!r}; use one of {valid}.")
+  if not isinstance(v.frozen_patch_embed, bool):
+    errors.append("model.vit.frozen_patch_embed must be True or False.")
+  p = v.patch_size
+  if p < 1:
+    return errors + [f"model.vit.patch_size={p} must be ≥ 1."]
+  sizes = [("model.vit.image_size", v.image_size),
+           ("views.large.size", config.views.large.size),
+           ("data.image_size", config.data.image_size)]
+  if config.views.small.count > 0:
+    sizes.append(("views.small.size", config.views.small.size))
+  for key, size in sizes:
+    if size % p:
+      errors.append(
+          f"{key}={size} is not a multiple of model.vit.patch_size={p}: "
+          f"the ViT cuts images into {p}×{p} patches. Set it to a "
+          f"multiple of {p} (e.g. {max(p, size - size % p)}) or change "
+          "the patch size.")
+  return errors
+
+
+def _optim_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """Checks of the weight-decay and clipping keys of `config.optim`."""
+  errors = []
+  o = config.optim
+  if o.weight_decay_schedule not in WEIGHT_DECAY_SCHEDULES:
+    errors.append(f"optim.weight_decay_schedule="
+                  f"{o.weight_decay_schedule!r}; use one of "
+                  f"{WEIGHT_DECAY_SCHEDULES}.")
+  for key in ("weight_decay", "weight_decay_end"):
+    if o[key] < 0:
+      errors.append(f"optim.{key}={o[key]} must be ≥ 0.")
+  if o.grad_clip_norm < 0:
+    errors.append(f"optim.grad_clip_norm={o.grad_clip_norm} must be ≥ 0 "
+                  "(0: no clipping).")
+  return errors
 
 
 MONITOR_OPTIMIZERS = ("adam", "sgd")
@@ -504,6 +615,45 @@ def _monitor_errors(config: ml_collections.ConfigDict) -> list[str]:
   return errors
 
 
+def _pseudo_domain_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """Checks of data.domain_labels and config.pseudo_domains."""
+  labels = config.data.domain_labels
+  if labels not in DOMAIN_LABELS:
+    return [f"data.domain_labels={labels!r}; use one of {DOMAIN_LABELS}."]
+  if labels == "given":
+    return []
+  pd = config.pseudo_domains
+  errors = []
+  if config.method != "mdssl":
+    errors.append(f"data.domain_labels={labels!r} trains MDSSL with "
+                  f"pseudo-domains; method={config.method!r} has no domain "
+                  "terms. Set --config.method=mdssl or domain_labels=given.")
+  m = batch_domains(config)
+  if m < 2:
+    errors.append(f"{m} pseudo-domain(s): k-means needs M ≥ 2. Set "
+                  "--config.pseudo_domains.num_domains (M, the number of "
+                  "domains in the mixture).")
+  if pd.num_domains == 0 or pd.num_domains < -1:
+    errors.append(f"pseudo_domains.num_domains={pd.num_domains}: use M ≥ 2 "
+                  "or -1 (one per configured domain).")
+  if pd.warmup_steps < 0:
+    errors.append("pseudo_domains.warmup_steps must be ≥ 0.")
+  if pd.every_steps < 1:
+    errors.append("pseudo_domains.every_steps must be ≥ 1.")
+  if not 0 < pd.eps_final <= pd.eps0:
+    errors.append(f"pseudo_domains: need 0 < eps_final ≤ eps0, got "
+                  f"eps_final={pd.eps_final}, eps0={pd.eps0}.")
+  for key, choices in (("outlier_rule", OUTLIER_RULES),
+                       ("ignored", IGNORED_MODES),
+                       ("embedding", PSEUDO_EMBEDDINGS)):
+    if pd[key] not in choices:
+      errors.append(f"pseudo_domains.{key}={pd[key]!r}; use one of "
+                    f"{choices}.")
+  if pd.restarts < 1 or pd.iters < 1 or not pd.tol >= 0:
+    errors.append("pseudo_domains: need restarts ≥ 1, iters ≥ 1, tol ≥ 0.")
+  return errors
+
+
 def _batch_errors(config: ml_collections.ConfigDict) -> list[str]:
   """The global batch must split evenly over the devices of the mesh."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -514,7 +664,7 @@ def _batch_errors(config: ml_collections.ConfigDict) -> list[str]:
             "visible; use -1 for all of them."]
   batch = global_batch(config)
   if batch % devices:
-    d = len(config.data.domains)
+    d = batch_domains(config)
     step = devices // math.gcd(devices, d)
     per = config.data.per_domain_batch
     return [f"The global batch {batch} ({d} domains × data.per_domain_batch="
@@ -561,6 +711,7 @@ def validate(config: ml_collections.ConfigDict, *,
   data_errors = sources.data_config_errors(config.data)
   errors += data_errors or sources.missing_sources(config.data)
   errors += _core_errors(config)
+  errors += _pseudo_domain_errors(config)
   errors += _evaluator_errors(config)
   if check_devices:
     errors += _batch_errors(config)

@@ -272,7 +272,9 @@ class Monitors:
       state: from `init` (or a previous update).
       features: [B, F] backbone features of the batch (gradients stopped
         here).
-      batch: the training batch ("label" [B] and "domain" [B] are read).
+      batch: the training batch ("label" [B] and the configured domain
+        of each row: "source_domain" [B] under pseudo-domains, else
+        "domain" [B]).
       step: the training step (RankMe's cadence).
 
     Returns:
@@ -280,7 +282,8 @@ class Monitors:
     """
     features = jax.lax.stop_gradient(features).astype(jnp.float32)
     labels = batch["label"].astype(jnp.int32)
-    domains = batch["domain"].astype(jnp.int32)
+    domains = batch["source_domain" if "source_domain" in batch
+                    else "domain"].astype(jnp.int32)
     new, metrics = {}, {}
     if "probe" in state:
       new["probe"], m = self._probe_step(state["probe"], features, labels,

@@ -94,9 +94,13 @@ class JsonlWriter:
     A resume from the checkpoint at `step` logs the later steps again, so
     their old rows would make the file (and loss.png) jump back in time.
     """
+    self.keep(lambda r: r["step"] <= step)
+
+  def keep(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
+    """Keeps the records where `predicate` holds, rewriting atomically."""
     if not os.path.exists(self.path):
       return
-    kept = [r for r in self.read() if r["step"] <= step]
+    kept = [r for r in self.read() if predicate(r)]
     with atomic_file.atomic_open(self.path) as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
 
@@ -105,7 +109,8 @@ def save_loss_plot(records: list[dict[str, Any]], path: str) -> None:
   """Loss and learning-rate curves as a PNG (skipped without matplotlib).
 
   Args:
-    records: metrics.jsonl rows, each with "step", "loss" and "lr".
+    records: metrics.jsonl rows; those with "step", "loss" and "lr" are
+      plotted.
     path: output .png file.
   """
   try:
@@ -114,6 +119,7 @@ def save_loss_plot(records: list[dict[str, Any]], path: str) -> None:
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   except ImportError:
     return
+  records = [r for r in records if "loss" in r]  # Not clustering rows.
   steps = [r["step"] for r in records]
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
   axes[0].plot(steps, [r["loss"] for r in records])

@@ -46,6 +46,7 @@ from mdssl_jax import methods
 from mdssl_jax import online_monitors
 from mdssl_jax import optim
 from mdssl_jax import progress as progress_lib
+from mdssl_jax import pseudo_domains
 from mdssl_jax import sharding as sharding_lib
 from mdssl_jax import workdir as workdir_lib
 from mdssl_jax.data import pipeline, sources
@@ -88,6 +89,9 @@ class Setup:
     shape: global batch, total and warm-up steps of the run.
     monitors: the online monitors (`config.monitors`); None when all are
       off. Their state is `TrainState.buffers[online_monitors.MONITOR_KEY]`.
+    pseudo_steps: the clustering steps under pseudo-domains
+      (`pseudo_domains.schedule`), else None. The table is
+      `TrainState.buffers[pseudo_domains.PSEUDO_KEY]`.
   """
   method: base.Method
   tx: optax.GradientTransformation
@@ -95,6 +99,7 @@ class Setup:
   ema_fn: Callable[[Any], jax.Array] | None
   shape: config_lib.RunShape
   monitors: online_monitors.Monitors | None = None
+  pseudo_steps: tuple[int, ...] | None = None
 
 
 def run_shape(config: ml_collections.ConfigDict,
@@ -135,7 +140,10 @@ def build_setup(config: ml_collections.ConfigDict,
   if online_monitors.any_enabled(config.monitors, num_classes is not None):
     monitors = online_monitors.Monitors.create(
         config, num_classes, _feature_dim(method, config))
-  return Setup(method, tx, lr_fn, ema_fn, shape, monitors)
+  pseudo_steps = None
+  if config_lib.uses_pseudo_domains(config):
+    pseudo_steps = tuple(pseudo_domains.schedule(config, total))
+  return Setup(method, tx, lr_fn, ema_fn, shape, monitors, pseudo_steps)
 
 
 def _feature_dim(method: base.Method, config: ml_collections.ConfigDict
@@ -165,6 +173,9 @@ def init_state(setup: Setup, config: ml_collections.ConfigDict) -> TrainState:
   buffers = method.init_buffers()
   if setup.monitors is not None:
     buffers[online_monitors.MONITOR_KEY] = setup.monitors.init()
+  if setup.pseudo_steps is not None:
+    buffers[pseudo_domains.PSEUDO_KEY] = pseudo_domains.init_buffers(
+        setup.shape.num_train_examples)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats,
                     opt_state=setup.tx.init(params),
@@ -293,8 +304,12 @@ def train_step(state: TrainState, batch: Batch, *,
   rng = jax.random.fold_in(state.rng, state.step)
   monitors = setup.monitors
   key = online_monitors.MONITOR_KEY
-  # The method sees (and returns) its own buffers only.
-  buffers = {k: v for k, v in state.buffers.items() if k != key}
+  # The method sees (and returns) its own buffers only; the pseudo-domain
+  # table changes between steps only (clustering rounds).
+  host_keys = (key, pseudo_domains.PSEUDO_KEY)
+  buffers = {k: v for k, v in state.buffers.items() if k not in host_keys}
+  carried = {k: v for k, v in state.buffers.items()
+             if k == pseudo_domains.PSEUDO_KEY}
 
   def objective(params):
     inputs = base.StepInputs(
@@ -308,12 +323,12 @@ def train_step(state: TrainState, batch: Batch, *,
 
   (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
       state.params)
-  new_buffers = None
   if monitors is not None:
     aux, features = aux
     monitor_state, monitor_metrics = monitors.update(
         state.buffers[key], features, batch, state.step)
-    new_buffers = {**aux.buffers, key: monitor_state}
+    carried[key] = monitor_state
+  new_buffers = {**aux.buffers, **carried}
   grads = method.transform_grads(grads, state.step)
   updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -331,7 +346,7 @@ def train_step(state: TrainState, batch: Batch, *,
       step=state.step + 1, params=params, batch_stats=aux.batch_stats,
       opt_state=opt_state, target_params=target_params,
       target_batch_stats=aux.target_batch_stats,
-      buffers=aux.buffers if new_buffers is None else new_buffers,
+      buffers=new_buffers,
       rng=state.rng)
   keep = lambda new, old: jnp.where(finite, new, old)
   new_state = jax.tree.map(keep, new_state, state)
@@ -594,13 +609,14 @@ def _write_results(config: ml_collections.ConfigDict, setup: Setup,
                    records: list[dict[str, Any]], **summary: Any) -> None:
   """loss.png, then results.json with the run's summary; prints the table."""
   progress_lib.save_loss_plot(records, os.path.join(workdir, "loss.png"))
+  losses = [r["loss"] for r in records if "loss" in r]
   results["train"] = {
       "method": config.method, "steps": summary["steps"],
       "global_batch": setup.shape.global_batch,
       "steps_this_run": summary["steps_this_run"],
       "seconds_this_run": round(summary["seconds_this_run"], 2),
-      "first_loss": records[0]["loss"] if records else None,
-      "final_loss": records[-1]["loss"] if records else None,
+      "first_loss": losses[0] if losses else None,
+      "final_loss": losses[-1] if losses else None,
   }
   report.write_results(results, os.path.join(workdir, "results.json"))
   _log_results(config, workdir, results, summary["steps"])
@@ -715,19 +731,36 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       _log_results(config, workdir, results, int(state.step))
     return results
 
-  batches = global_batches(
-      pipeline.make_train_iterator(
-          config, domains, start_step=start_step,
-          process_index=jax.process_index(),
-          process_count=jax.process_count()),
-      mesh)
+  rounds = None
+  if setup.pseudo_steps is not None:
+    rounds = pseudo_domains.Rounds(
+        config, setup.method, setup.pseudo_steps, domains, mesh,
+        total_steps=shape.total_steps, workdir=workdir if is_main else None)
+    rounds.resume(state, jsonl)
+
+  def batches_from(step: int, state: TrainState) -> Iterator[Batch]:
+    return global_batches(
+        pipeline.make_train_iterator(
+            config, domains, start_step=step,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            pseudo_table=None if rounds is None else rounds.table(state)),
+        mesh)
+
   end_step = shape.total_steps
   if max_steps_this_run is not None:
     end_step = min(end_step, start_step + max_steps_this_run)
+  step_fn = make_train_step(setup, mesh)
   t_start = time.time()
-  state = train_loop(config, setup, state, make_train_step(setup, mesh),
-                     batches, end_step=end_step, checkpointer=checkpointer,
-                     writer=writer, jsonl=jsonl, evaluate=evaluate_and_log)
+  # Pseudo-domains re-cluster between segments; otherwise one segment.
+  for a, b in (pseudo_domains.segments(setup.pseudo_steps or (), start_step,
+                                       end_step)
+               or [(start_step, end_step)]):
+    if rounds is not None:
+      state = rounds.maybe_cluster(state, a, writer=writer, jsonl=jsonl)
+    state = train_loop(config, setup, state, step_fn, batches_from(a, state),
+                       end_step=b, checkpointer=checkpointer, writer=writer,
+                       jsonl=jsonl, evaluate=evaluate_and_log)
   train_time = time.time() - t_start
   final_step = int(state.step)
   if final_step < shape.total_steps or not config.eval.at_end:

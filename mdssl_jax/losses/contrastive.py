@@ -74,8 +74,9 @@ def mdssl_loss(
     domains: jax.Array,
     *,
     temperature: float,
-    lambda1: float,
-    lambda2: float,
+    lambda1: float | jax.Array,
+    lambda2: float | jax.Array,
+    valid: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """MDSSL three-level hierarchical contrastive loss (seed 000, METHODS.md §2).
 
@@ -94,13 +95,20 @@ def mdssl_loss(
   paper's figures write λ1 with the opposite sign (their −0.9 is 0.9 here).
   With one domain, λ1 = 1 and λ2 = 0 this equals :func:`nt_xent`.
 
+  Only equality of domain ids matters, so relabelling the domains (e.g.
+  k-means pseudo-domains between rounds) leaves the loss unchanged.
+
   Args:
     z1: [B, d] projections of view 1.
     z2: [B, d] projections of view 2 of the same B images.
     domains: [B] int domain id of each image.
     temperature: τ > 0.
-    lambda1: weight of the within-domain term.
-    lambda2: weight of the cross-domain term.
+    lambda1: weight of the within-domain term (may be traced).
+    lambda2: weight of the cross-domain term (may be traced).
+    valid: optional [B] mask (bool or 0/1): images with 0 are left out of
+      every term, as anchors and as rows of any sum (pseudo-domain rows
+      the robust filter ignored, METHODS §2.8 item 5); the means then run
+      over the valid pairs and anchors (0 when there are none).
 
   Returns:
     (scalar loss, metrics) with the three terms "align", "within", "cross"
@@ -111,22 +119,35 @@ def mdssl_loss(
   if domains.shape != z1.shape[:1]:
     raise ValueError(
         f"domains must be [B]={z1.shape[:1]}, got {domains.shape}.")
+  if valid is not None and valid.shape != z1.shape[:1]:
+    raise ValueError(f"valid must be [B]={z1.shape[:1]}, got {valid.shape}.")
   dom = jnp.concatenate([domains, domains])
   n = s.shape[0]
   same = dom[:, None] == dom[None, :]
   within_mask = same & ~jnp.eye(n, dtype=bool)
+  cross_mask = ~same
+  if valid is None:
+    mean = jnp.mean
+  else:
+    keep = jnp.concatenate([valid, valid]).astype(bool)
+    within_mask &= keep[None, :]
+    cross_mask &= keep[None, :]
+    weight = keep.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(weight), 1.0)
+    mean = lambda x: jnp.sum(jnp.where(keep, x, 0.0)) / count
   s_pos = jnp.take_along_axis(s, pos[:, None], axis=1)[:, 0]
-  align = jnp.mean(s_pos)  # Equals the mean over the B pairs: s is symmetric.
+  align = mean(s_pos)  # Equals the mean over the B pairs: s is symmetric.
   lse_in, _ = masked_logsumexp(s, within_mask)
-  lse_cross, has_cross = masked_logsumexp(s, ~same)
-  within = jnp.mean(lse_in)
-  cross = jnp.mean(lse_cross)  # Rows without a cross set contribute 0.
+  lse_cross, has_cross = masked_logsumexp(s, cross_mask)
+  within = mean(lse_in)
+  cross = mean(lse_cross)  # Rows without a cross set contribute 0.
   loss = -align + lambda1 * within + lambda2 * cross
   metrics = {
       "align": align,
       "within": within,
       "cross": cross,
-      "cross_valid": jnp.mean(has_cross.astype(jnp.float32)),
-      "acc": _positive_accuracy(s, pos, within_mask),
+      "cross_valid": mean(has_cross.astype(jnp.float32)),
+      "acc": mean(jnp.argmax(jnp.where(within_mask, s, -jnp.inf), axis=-1)
+                  == pos),
   }
   return loss, metrics

@@ -12,8 +12,12 @@ from __future__ import annotations
 import warnings
 
 import einops
+import jax
+import jax.numpy as jnp
 
+from mdssl_jax import config_lib
 from mdssl_jax.losses import mdssl_loss
+from mdssl_jax.losses.common import l2_normalize
 from mdssl_jax.methods import base
 from mdssl_jax.methods import simclr
 
@@ -47,6 +51,13 @@ class MDSSL(base.Method):
   Running averages under per_domain BN are updated once per domain pass, in
   domain order (then per view under "per_view"), as sequential forward
   passes of the reference do.
+
+  Without domain labels (`config.data.domain_labels` "kmeans" or
+  "robust_kmeans", METHODS §2.8) the batch's domains are pseudo-domains:
+  for the first `pseudo_domains.warmup_steps` steps the loss is plain
+  SimCLR on mixed batches (λ1 = 1, λ2 = 0, one domain), and rows the
+  robust filter ignored under `pseudo_domains.ignored="mask"` (batch
+  "valid" = 0) are left out of every term.
   """
 
   name = "mdssl"
@@ -103,7 +114,7 @@ class MDSSL(base.Method):
     """
     if not self.bn_per_domain():
       return simclr.two_view_projections(self, inputs)
-    num_domains = len(self.config.data.domains)
+    num_domains = config_lib.batch_domains(self.config)
     # One group per domain (its 2N rows, view-major) or per (domain, view).
     per_view = self.config.model.view_batch_stats == "per_view"
     groups = einops.rearrange(
@@ -121,11 +132,31 @@ class MDSSL(base.Method):
     self.offer_features(by_view(out["features"])[0])
     return z[0], z[1], batch_stats
 
+  def lambdas(self, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(λ1, λ2) at `step`: (1, 0) during the pseudo-domain warm-up."""
+    lam1 = jnp.float32(self.equation_lambda1(self.args))
+    lam2 = jnp.float32(self.args.lambda2)
+    if not config_lib.uses_pseudo_domains(self.config):
+      return lam1, lam2
+    warm = step < self.config.pseudo_domains.warmup_steps
+    return jnp.where(warm, 1.0, lam1), jnp.where(warm, 0.0, lam2)
+
+  def cluster_embeddings(self, params, batch_stats, images) -> jax.Array:
+    """What pseudo-domain k-means clusters, in eval mode: [B, d] ℓ2-unit
+    projector outputs z ("projection") or backbone features ("features",
+    `config.pseudo_domains.embedding`)."""
+    out = self.network.apply({"params": params, "batch_stats": batch_stats},
+                             images, train=False)
+    key = ("proj" if self.config.pseudo_domains.embedding == "projection"
+           else "features")
+    return l2_normalize(out[key].astype(jnp.float32))
+
   def loss(self, inputs):
     z1, z2, batch_stats = self.projections(inputs)
+    lam1, lam2 = self.lambdas(inputs.step)
     loss, metrics = mdssl_loss(
         z1, z2, inputs.batch["domain"], temperature=self.args.temperature,
-        lambda1=self.equation_lambda1(self.args), lambda2=self.args.lambda2)
+        lambda1=lam1, lambda2=lam2, valid=inputs.batch.get("valid"))
     metrics.update(self.monitor(z1, z2))
     return loss, base.StepAux(metrics, batch_stats, inputs.target_batch_stats,
                               inputs.buffers)

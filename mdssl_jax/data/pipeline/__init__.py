@@ -64,15 +64,24 @@ read from disk instead of memory and mix freely with in-memory domains:
 * The "index" of a streamed row is its stream position s·N + i (TFDS
   records carry no stable index).
 
+Pseudo-domains (``config.data.domain_labels`` "kmeans"/"robust_kmeans",
+MDSSL without domain labels): the in-memory domains are pooled and each
+step draws N rows per pseudo-domain of the run's table instead (module
+``pseudo``; pass ``pseudo_table=``); "domain" is then the pseudo-domain,
+"index" the pooled row, and the batch also carries "source_domain" and
+"valid".
+
 Modules: ``batches`` (the step stream, :func:`make_train_iterator`),
 ``memory`` and ``streaming`` (the rows of in-memory and streaming domains),
 ``views`` (view specs), ``settings`` (step-wide settings, seeds),
-``eval_arrays`` (:func:`make_eval_arrays`).
+``eval_arrays`` (:func:`make_eval_arrays`), ``pseudo`` (pseudo-domain
+rows, :class:`PseudoTable`).
 """
 
 # pylint: disable=unused-import
 from mdssl_jax.data.pipeline.batches import make_train_dataset
 from mdssl_jax.data.pipeline.batches import make_train_iterator
 from mdssl_jax.data.pipeline.eval_arrays import make_eval_arrays
+from mdssl_jax.data.pipeline.pseudo import Table as PseudoTable
 from mdssl_jax.data.pipeline.views import view_specs_from_config
 from mdssl_jax.data.pipeline.views import ViewSpec

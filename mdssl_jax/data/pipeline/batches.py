@@ -15,8 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from mdssl_jax import cli
+from mdssl_jax import config_lib
 from mdssl_jax.data.domain import DomainData
 from mdssl_jax.data.pipeline import memory as memory_lib
+from mdssl_jax.data.pipeline import pseudo as pseudo_lib
 from mdssl_jax.data.pipeline import settings as settings_lib
 from mdssl_jax.data.pipeline import streaming
 
@@ -100,19 +102,70 @@ def _step_batch_fn(blocks: list[Block],
   return step_batch
 
 
+def _finish(ds: tf.data.Dataset, step_batch, config: Any
+            ) -> tf.data.Dataset:
+  ds = ds.map(step_batch, num_parallel_calls=settings_lib.parallel_calls(
+      config), deterministic=True)
+  options = tf.data.Options()
+  options.deterministic = True
+  ds = ds.with_options(options)
+  prefetch = int(config.data.prefetch)
+  return ds.prefetch(prefetch) if prefetch > 0 else ds
+
+
+def _pseudo_dataset(config: Any, domains: Sequence[DomainData],
+                    table: pseudo_lib.Table | None, *, start_step: int,
+                    process_index: int, process_count: int
+                    ) -> tf.data.Dataset:
+  """The pseudo-domain stream (`pipeline.pseudo`) from `start_step`."""
+  streaming_names = [d.name for d in domains if d.is_streaming]
+  if streaming_names:
+    raise ValueError(
+        f"data.domain_labels={config.data.domain_labels!r} clusters the "
+        f"whole training set, which must be in memory; {streaming_names} "
+        "stream from disk. Raise config.data.max_in_memory_gb (or set "
+        "in_memory=True on those domains).")
+  if table is None:
+    raise ValueError("Pseudo-domain batches need the run's table "
+                     "(pseudo_table=..., from the train state).")
+  n = sum(d.num_train for d in domains)
+  if table.labels.shape != (n,) or table.keep.shape != (n,):
+    raise ValueError(f"The pseudo-domain table covers "
+                     f"{table.labels.shape[0]} examples, the domains hold "
+                     f"{n}.")
+  if start_step < table.start_step:
+    raise ValueError(f"start_step={start_step} lies before the table's "
+                     f"round (from step {table.start_step}).")
+  num_domains = config_lib.batch_domains(config)
+  per_domain = int(config.data.per_domain_batch)
+  lo, hi = _process_rows(num_domains, per_domain, start_step=start_step,
+                         process_index=process_index,
+                         process_count=process_count)
+  s = settings_lib.from_config(config, domains)
+  memory = memory_lib.MemoryRows(domains, s)
+  fn = pseudo_lib.step_fn(memory, s, table, num_domains=num_domains, lo=lo,
+                          hi=hi, ignored=config.pseudo_domains.ignored)
+  return _finish(tf.data.Dataset.range(start_step, settings_lib.NO_END), fn,
+                 config)
+
+
 def make_train_dataset(config: Any, domains: Sequence[DomainData], *,
                        start_step: int, process_index: int = 0,
-                       process_count: int = 1) -> tf.data.Dataset:
+                       process_count: int = 1,
+                       pseudo_table: pseudo_lib.Table | None = None
+                       ) -> tf.data.Dataset:
   """The infinite tf.data stream behind :func:`make_train_iterator`.
 
   Args:
     config: full config (``seed``, ``data``, ``views``, ``augment``,
-      ``saliency``).
+      ``saliency``, ``pseudo_domains``).
     domains: loaded domains (in-memory ones sharing one image size;
       streaming ones in any mix).
     start_step: index of the first step to produce (resume point).
     process_index: this process's index.
     process_count: number of processes sharing the global batch.
+    pseudo_table: the pseudo-domain table in force from `start_step` on
+      (needed iff config.data.domain_labels != "given"; `pipeline.pseudo`).
 
   Returns:
     tf.data.Dataset of per-process batch dicts (see the package docstring);
@@ -120,6 +173,10 @@ def make_train_dataset(config: Any, domains: Sequence[DomainData], *,
   """
   cli.hide_gpus_from_tf()  # tf.data only: keep TF off the accelerators.
   _check_domains(domains)
+  if config_lib.uses_pseudo_domains(config):
+    return _pseudo_dataset(config, domains, pseudo_table,
+                           start_step=start_step, process_index=process_index,
+                           process_count=process_count)
   per_domain = int(config.data.per_domain_batch)
   lo, hi = _process_rows(len(domains), per_domain, start_step=start_step,
                          process_index=process_index,
@@ -138,20 +195,14 @@ def make_train_dataset(config: Any, domains: Sequence[DomainData], *,
   ds = tf.data.Dataset.range(start_step, settings_lib.NO_END)
   if streams:
     ds = tf.data.Dataset.zip((ds, *streams))
-  ds = ds.map(_step_batch_fn(blocks, memory, s, domain_ids,
-                             len(domains) * per_domain),
-              num_parallel_calls=settings_lib.parallel_calls(config),
-              deterministic=True)
-  options = tf.data.Options()
-  options.deterministic = True
-  ds = ds.with_options(options)
-  prefetch = int(config.data.prefetch)
-  return ds.prefetch(prefetch) if prefetch > 0 else ds
+  return _finish(ds, _step_batch_fn(blocks, memory, s, domain_ids,
+                                    len(domains) * per_domain), config)
 
 
 def make_train_iterator(config: Any, domains: Sequence[DomainData], *,
                         start_step: int, process_index: int = 0,
-                        process_count: int = 1
+                        process_count: int = 1,
+                        pseudo_table: pseudo_lib.Table | None = None
                         ) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator of per-process training batches from ``start_step``.
 
@@ -163,12 +214,16 @@ def make_train_iterator(config: Any, domains: Sequence[DomainData], *,
     start_step: index of the first step to produce (resume point).
     process_index: this process's index.
     process_count: number of processes sharing the global batch.
+    pseudo_table: the pseudo-domain table (see `make_train_dataset`).
 
   Returns:
     Iterator of dicts of NumPy arrays with B = D·N / process_count rows:
     "large" [B, L, H, W, 3] float32, "small" [B, S, h, w, 3] float32 (only
-    if S > 0), "domain" [B] int32, "label" [B] int32, "index" [B] int64.
+    if S > 0), "domain" [B] int32, "label" [B] int32, "index" [B] int64;
+    pseudo-domain batches also carry "source_domain" [B] int32 and "valid"
+    [B] float32 (`pipeline.pseudo`).
   """
   return iter(make_train_dataset(
       config, domains, start_step=start_step, process_index=process_index,
-      process_count=process_count).as_numpy_iterator())
+      process_count=process_count,
+      pseudo_table=pseudo_table).as_numpy_iterator())

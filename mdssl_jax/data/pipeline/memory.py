@@ -94,6 +94,52 @@ class MemoryRows:
                               std=s.std, **spec.params)
         for v, spec in enumerate(view_specs)], axis=1)
 
+  @property
+  def num_pooled(self) -> int:
+    """Rows of the pooled in-memory train sets (the mixture's size)."""
+    return int(self._images.shape[0])
+
+  def pooled_domains(self) -> np.ndarray:
+    """[num_pooled] int32: the configured domain of each pooled row (all
+    domains in memory)."""
+    return np.repeat(np.arange(len(self._sizes), dtype=np.int32),
+                     self._sizes)
+
+  def row_probs(self, source_domains: tf.Tensor) -> tf.Tensor:
+    """Saliency probability of rows of the given domains: [r] float32."""
+    per_domain = np.where(self._s.has_masks, self._s.sal_prob, 0.0)
+    return tf.gather(tf.constant(per_domain, tf.float32), source_domains)
+
+  def gather(self, rows: tf.Tensor, u: tf.Tensor, u_sal: tf.Tensor | None,
+             prob: tf.Tensor | None) -> dict[str, tf.Tensor]:
+    """Views and labels of pooled rows (domain offsets applied).
+
+    Args:
+      rows: [r] int64 rows of the pooled train sets.
+      u: [r, views, NUM_UNIFORMS] the rows' view uniforms.
+      u_sal: [r, L, 2] saliency uniforms (None when not masked).
+      prob: [r] saliency probability of each row (None when not masked).
+
+    Returns:
+      {"large" [r, L, s, s, 3], "label" [r], ["small"]}.
+    """
+    s = self._s
+    large, small = s.large, s.small
+    src = tf.gather(self._images, rows)
+    large_src = [src] * len(large)
+    if self.masked:
+      row_masks = tf.gather(self._masks, rows)
+      # A fresh decision per large view (not Listing 1's overwrite).
+      large_src = [augment.saliency_mask_batch(
+          src, row_masks, u_sal[:, v], prob=prob, min_coverage=s.min_cov)
+                   for v in range(len(large))]
+    out = {"large": self._views(large_src, u[:, :len(large)], large),
+           "label": tf.gather(self._labels, rows)}
+    if small:
+      out["small"] = self._views([src] * len(small), u[:, len(large):],
+                                 small)
+    return out
+
   def block(self, step: tf.Tensor, parts: Parts, u_all: tf.Tensor,
             u_sal_all: tf.Tensor | None) -> dict[str, tf.Tensor]:
     """The batch rows of consecutive in-memory `parts` for one step.
@@ -108,7 +154,7 @@ class MemoryRows:
       {"large" [r, L, s, s, 3], "label" [r], "index" [r], ["small"]}.
     """
     s = self._s
-    per_domain, large, small = s.per_domain, s.large, s.small
+    per_domain = s.per_domain
     g0 = parts[0][0] * per_domain + parts[0][1]
     g1 = parts[-1][0] * per_domain + parts[-1][2]
     index = tf.concat([
@@ -116,20 +162,10 @@ class MemoryRows:
         for d, i0, i1 in parts], axis=0)
     row_offsets = np.concatenate([
         np.full(i1 - i0, self._offsets[d], np.int64) for d, i0, i1 in parts])
-    rows = index + tf.constant(row_offsets)
-    src = tf.gather(self._images, rows)
-    u = u_all[g0:g1]
-    large_src = [src] * len(large)
+    prob = None
     if self.masked:
-      row_masks = tf.gather(self._masks, rows)
       prob = tf.constant(self._row_prob[g0:g1], tf.float32)
-      # A fresh decision per large view (not Listing 1's overwrite).
-      large_src = [augment.saliency_mask_batch(
-          src, row_masks, u_sal_all[g0:g1, v], prob=prob,
-          min_coverage=s.min_cov) for v in range(len(large))]
-    out = {"large": self._views(large_src, u[:, :len(large)], large),
-           "label": tf.gather(self._labels, rows), "index": index}
-    if small:
-      out["small"] = self._views([src] * len(small), u[:, len(large):],
-                                 small)
+    out = self.gather(index + tf.constant(row_offsets), u_all[g0:g1],
+                      None if u_sal_all is None else u_sal_all[g0:g1], prob)
+    out["index"] = index
     return out
