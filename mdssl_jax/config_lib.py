@@ -156,6 +156,35 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if sep else module.get_config()
 
 
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """Sets dotted keys of `config` in place (`{"data.domains": [...]}`).
+
+  Values may be of any JSON type (lists of domain dicts included); numbers
+  are cast to the type of the value they replace.
+
+  Raises:
+    ConfigError: a key that is not in `config`.
+  """
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise ConfigError(f"Override {key!r}: no config key {part!r}.")
+      node = node[part]
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise ConfigError(f"Override {key!r}: unknown config key.")
+    old = node[leaf]
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(
+        value, bool):
+      value = float(value)
+    if isinstance(old, tuple) and isinstance(value, list):
+      value = tuple(value)
+    node[leaf] = value
+  return config
+
+
 def method_args(method: str) -> ml_collections.ConfigDict:
   """The default `config.method_args` of `method`."""
   if method not in METHOD_ARGS:
@@ -286,6 +315,11 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   c.ema = ml_collections.ConfigDict({"base": 0.996, "schedule": "cosine"})
   c.total_steps = -1  # A non-negative step count wins over total_epochs.
   c.total_epochs = 100.0
+  # Compute-normalised budget (seed 003, METHODS §6.4): C images seen
+  # (views not counted) sets total_steps = ceil(C / global batch); -1: off
+  # (then total_steps / total_epochs decide). Every run records C, the
+  # epochs E = C/N and the diversity D = N/C of its N training images.
+  c.budget = ml_collections.ConfigDict({"images_seen": -1})
 
   c.mesh_shape = -1
   c.log_every = 50
@@ -365,6 +399,27 @@ class RunShape:
   total_steps: int
   warmup_steps: int
 
+  @property
+  def images_seen(self) -> int:
+    """C: images processed by the whole run (views not counted)."""
+    return self.total_steps * self.global_batch
+
+  @property
+  def epochs(self) -> float:
+    """E = C / N."""
+    return self.images_seen / self.num_train_examples
+
+  @property
+  def diversity(self) -> float:
+    """D = N / C = 1 / E (seed 003)."""
+    return self.num_train_examples / self.images_seen
+
+  def budget(self) -> dict[str, float]:
+    """{"images_seen" C, "unique_images" N, "epochs" E, "diversity" D}."""
+    return {"images_seen": self.images_seen,
+            "unique_images": self.num_train_examples,
+            "epochs": self.epochs, "diversity": self.diversity}
+
 
 def _pick_steps(steps: int, epochs: float, steps_per_epoch: float) -> int:
   if steps is not None and steps >= 0:
@@ -383,6 +438,8 @@ def run_shape(config: ml_collections.ConfigDict,
   batch = global_batch(config)
   per_epoch = max(num_train_examples / batch, 1.0)
   total = _pick_steps(config.total_steps, config.total_epochs, per_epoch)
+  if config.budget.images_seen > 0:
+    total = int(math.ceil(config.budget.images_seen / batch))
   warmup = _pick_steps(config.optim.warmup_steps, config.optim.warmup_epochs,
                        per_epoch)
   if total <= 0:
@@ -483,8 +540,17 @@ def _core_errors(config: ml_collections.ConfigDict) -> list[str]:
   if config.total_steps == 0:
     errors.append("total_steps=0: set it > 0, or to -1 to train for "
                   "total_epochs.")
-  elif config.total_steps < 0 and config.total_epochs <= 0:
+  elif (config.total_steps < 0 and config.total_epochs <= 0
+        and config.budget.images_seen <= 0):
     errors.append("Set total_steps (> 0) or total_epochs (> 0).")
+  if config.budget.images_seen == 0 or config.budget.images_seen < -1:
+    errors.append(f"budget.images_seen={config.budget.images_seen}: use "
+                  "C > 0 images, or -1 (off).")
+  elif config.budget.images_seen > 0 and config.total_steps >= 0:
+    errors.append(f"budget.images_seen={config.budget.images_seen} and "
+                  f"total_steps={config.total_steps} both set the run "
+                  "length; drop one (--config.total_steps=-1 to use the "
+                  "budget).")
   if config.optim.warmup_steps < 0 and config.optim.warmup_epochs < 0:
     errors.append("Set optim.warmup_steps (≥ 0) or optim.warmup_epochs "
                   "(≥ 0).")

@@ -146,6 +146,16 @@ def resolve_steps(workdir: str, steps: list[int] | str | None) -> list[int]:
   return list(steps)
 
 
+def is_initialisation_workdir(workdir: str) -> bool:
+  """Whether `workdir` holds `main --init_only`'s evaluation of an
+  untrained encoder (no checkpoints; evaluated at step 0 from the seed)."""
+  path = os.path.join(workdir, "results.json")
+  if checkpoint_steps(workdir) or not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return bool(json.load(f).get("train", {}).get("initialisation"))
+
+
 def workdir_suite(config: ml_collections.ConfigDict
                   ) -> ml_collections.ConfigDict:
   """The suite meaning "the workdir's own config.evals" (no `--config`)."""
@@ -274,7 +284,8 @@ def evaluate_suite(workdir: str, suite: ml_collections.ConfigDict | None,
   if suite is None:
     suite = workdir_suite(train_config)
   config, suite = apply_suite(train_config, suite, overrides)
-  steps = resolve_steps(workdir, steps)
+  at_init = is_initialisation_workdir(workdir)
+  steps = [0] if at_init else resolve_steps(workdir, steps)
   # pylint: disable=g-import-not-at-top
   import jax
   from mdssl_jax import checkpoint
@@ -290,7 +301,11 @@ def evaluate_suite(workdir: str, suite: ml_collections.ConfigDict | None,
   name, digest = suite.name, suite_config.suite_hash(suite)
   subsets_dir = suite.label_subsets_dir or os.path.join(
       workdir, "eval", "label_subsets")
-  setup, state, domains = train.load_for_eval(config, workdir, step=steps[0])
+  if at_init:
+    setup, state, domains = train.load_initialisation(config, workdir)
+  else:
+    setup, state, domains = train.load_for_eval(config, workdir,
+                                                step=steps[0])
   placed = jax.tree.leaves(state.params)[0].sharding
   extractor = train.make_extractor(config, setup,
                                    getattr(placed, "mesh", None))

@@ -3,6 +3,8 @@ r"""Command-line entry point for pretraining (and the end-of-run evaluation).
   python -m mdssl_jax.main --config=configs/demo.py --workdir=/tmp/demo
   python -m mdssl_jax.main --config=configs/mdssl_cifar_mix.py \
       --workdir=runs/mdssl --config.method_args.lambda2=0.15
+  python -m mdssl_jax.main --config=configs/demo.py --workdir=/tmp/init \
+      --init_only    # the same encoder at initialisation, evaluated
 
 Without --workdir, a fresh `runs/<config name>/<timestamp>` is created and
 printed. Re-running with the same workdir resumes from its newest checkpoint.
@@ -29,6 +31,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory (checkpoints, logs, results.json). "
     "Default: runs/<config name>/<timestamp>.")
+_OVERRIDES_JSON = flags.DEFINE_string(
+    "overrides_json", None, "A JSON file of dotted config keys -> values "
+    "applied after --config (any JSON value, e.g. a list for "
+    "data.domains); what mdssl_jax.sweep passes to each cell.")
+_INIT_ONLY = flags.DEFINE_bool(
+    "init_only", False, "Do not train: evaluate the encoder at its "
+    "initialisation (config.seed) and write results.json, the baseline a "
+    "trained run is compared with.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() (multi-host).")
 
@@ -51,6 +61,14 @@ def main(argv) -> None:
     raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   config = _CONFIG.value
+  if _OVERRIDES_JSON.value:
+    import json  # pylint: disable=g-import-not-at-top
+    from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
+    with open(_OVERRIDES_JSON.value) as f:
+      try:
+        config_lib.apply_overrides(config, json.load(f))
+      except (ValueError, config_lib.ConfigError) as e:
+        sys.exit(f"error: --overrides_json={_OVERRIDES_JSON.value}: {e}")
   if config.keep_host_memory:
     # Before JAX and TensorFlow start their threads (see host_memory.py);
     # train_and_evaluate's own call is then a no-op.
@@ -75,7 +93,10 @@ def main(argv) -> None:
   logging.info("JAX devices: %s", jax.devices())
   try:
     # Validates the config (once) before touching the workdir.
-    train.train_and_evaluate(config, workdir)
+    if _INIT_ONLY.value:
+      train.evaluate_initialisation(config, workdir)
+    else:
+      train.train_and_evaluate(config, workdir)
   except (config_lib.ConfigError, ValueError, sources.DatasetNotFoundError,
           checkpoint.CheckpointError, train.NonFiniteLossError) as e:
     sys.exit(cli.error_line(e))

@@ -47,6 +47,7 @@ from mdssl_jax import online_monitors
 from mdssl_jax import optim
 from mdssl_jax import progress as progress_lib
 from mdssl_jax import pseudo_domains
+from mdssl_jax import resources
 from mdssl_jax import sharding as sharding_lib
 from mdssl_jax import workdir as workdir_lib
 from mdssl_jax.data import pipeline, sources
@@ -100,6 +101,11 @@ class Setup:
   shape: config_lib.RunShape
   monitors: online_monitors.Monitors | None = None
   pseudo_steps: tuple[int, ...] | None = None
+
+
+def index_dir(workdir: str) -> str:
+  """Where a workdir keeps its domains' subset indices (`data.fractions`)."""
+  return os.path.join(workdir, "data_index")
 
 
 def run_shape(config: ml_collections.ConfigDict,
@@ -585,7 +591,7 @@ def load_for_eval(config: ml_collections.ConfigDict, workdir: str,
     ckpt_lib.CheckpointError: no such checkpoint, or it cannot be restored.
   """
   jax.config.update("jax_threefry_partitionable", True)  # As in training.
-  domains = sources.load_domains(config.data)
+  domains = sources.load_domains(config.data, index_dir(workdir))
   setup = build_setup(config, run_shape(config, domains),
                       class_counts(domains))
   mesh = sharding_lib.make_mesh(config.mesh_shape)
@@ -593,6 +599,18 @@ def load_for_eval(config: ml_collections.ConfigDict, workdir: str,
     state, _ = restore_state(checkpointer, setup, config,
                              sharding_lib.replicated(mesh), step)
   return setup, state, domains
+
+
+def load_initialisation(config: ml_collections.ConfigDict, workdir: str
+                        ) -> tuple[Setup, TrainState, list[sources.DomainData]]:
+  """`load_for_eval` for the untrained encoder (config.seed's init)."""
+  jax.config.update("jax_threefry_partitionable", True)  # As in training.
+  domains = sources.load_domains(config.data, index_dir(workdir))
+  setup = build_setup(config, run_shape(config, domains),
+                      class_counts(domains))
+  mesh = sharding_lib.make_mesh(config.mesh_shape)
+  return setup, create_state(setup, config,
+                             sharding_lib.replicated(mesh)), domains
 
 
 def _log_results(config: ml_collections.ConfigDict, workdir: str,
@@ -617,6 +635,8 @@ def _write_results(config: ml_collections.ConfigDict, setup: Setup,
       "seconds_this_run": round(summary["seconds_this_run"], 2),
       "first_loss": losses[0] if losses else None,
       "final_loss": losses[-1] if losses else None,
+      "budget": setup.shape.budget(),
+      "resources": resources.summary(workdir),
   }
   report.write_results(results, os.path.join(workdir, "results.json"))
   _log_results(config, workdir, results, summary["steps"])
@@ -624,6 +644,51 @@ def _write_results(config: ml_collections.ConfigDict, setup: Setup,
 
 
 # ---- The whole run -----------------------------------------------------------
+
+
+def evaluate_initialisation(config: ml_collections.ConfigDict, workdir: str
+                            ) -> dict[str, Any]:
+  """Evaluates the untrained encoder of `config` (init from config.seed).
+
+  Writes `<workdir>/results.json` (with train.steps = 0) and appends the
+  evaluation to `eval/results.jsonl` at step 0; nothing is trained or
+  checkpointed. The baseline row of a study: on small domains random
+  conv features already score well, so the gain is what matters.
+
+  Returns:
+    The suite's results.
+
+  Raises:
+    workdir_lib.WorkdirError: the workdir holds checkpoints (a trained
+      run) or is locked.
+  """
+  config_lib.validate(config)
+  jax.config.update("jax_threefry_partitionable", True)
+  created = workdir_lib.create(workdir)
+  try:
+    with workdir_lib.Lock(workdir):
+      if ckpt_lib.finished_step(workdir) is not None:
+        raise workdir_lib.WorkdirError(
+            f"{workdir} holds a trained run's checkpoints; evaluate the "
+            "initialisation into a new --workdir.")
+      workdir_lib.record_config(config, workdir, 0, {})
+      setup, state, domains = load_initialisation(config, workdir)
+      results = evaluate_state(config, setup, state, domains)
+      results["train"] = {"method": config.method, "steps": 0,
+                          "global_batch": setup.shape.global_batch,
+                          "initialisation": True,
+                          "budget": {"images_seen": 0,
+                                     "unique_images":
+                                         setup.shape.num_train_examples,
+                                     "epochs": 0.0, "diversity": None}}
+      report.write_results(results, os.path.join(workdir, "results.json"))
+      _log_results(config, workdir, results, 0)
+      print(report.format_table(results), flush=True)
+      return results
+  except BaseException:
+    if not os.path.exists(os.path.join(workdir, "results.json")):
+      workdir_lib.remove_if_unused(workdir, created)
+    raise
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -700,7 +765,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
              if is_main and latest is not None else {})
 
   mesh = sharding_lib.make_mesh(config.mesh_shape)
-  domains = sources.load_domains(config.data)
+  domains = sources.load_domains(config.data, index_dir(workdir))
   setup = build_setup(config, run_shape(config, domains),
                       class_counts(domains))
   shape = setup.shape
@@ -708,6 +773,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                "warmup=%d devices=%d", config.method,
                [d.name for d in domains], shape.global_batch,
                shape.total_steps, shape.warmup_steps, mesh.size)
+  if is_main:
+    print("budget: C = {images_seen} images seen, N = {unique_images} "
+          "unique, E = {epochs:.4g} epochs, D = N/C = {diversity:.4g}"
+          .format(**shape.budget()), flush=True)
   state = restore_or_init(setup, config, checkpointer, mesh)
   start_step = int(state.step)
   jsonl = None
@@ -763,6 +832,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        jsonl=jsonl, evaluate=evaluate_and_log)
   train_time = time.time() - t_start
   final_step = int(state.step)
+  if is_main:
+    resources.record_run(workdir, start_step=start_step, end_step=final_step,
+                         seconds=train_time,
+                         images_per_step=shape.global_batch,
+                         devices=mesh.size)
   if final_step < shape.total_steps or not config.eval.at_end:
     return state
 

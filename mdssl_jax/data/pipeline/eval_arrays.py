@@ -63,7 +63,10 @@ def _stream_eval_split(dom: DomainData, split: str, max_count: int | None,
 def _memory_arrays(d: DomainData, max_train: int | None,
                    max_test: int | None, *, size: int, mean, std,
                    seed: int) -> dict[str, Any]:
-  tr = class_subsets.subsample_indices(d.train_labels, max_train, seed)
+  # Unlabelled rows (label -1: the added sets of a "mix") train only.
+  labelled = np.flatnonzero(d.train_labels >= 0)
+  tr = labelled[class_subsets.subsample_indices(d.train_labels[labelled],
+                                                max_train, seed)]
   te = class_subsets.subsample_indices(d.test_labels, max_test, seed + 1)
   return {
       "name": d.name,

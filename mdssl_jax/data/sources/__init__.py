@@ -11,10 +11,13 @@ Synopsis::
 A domain entry of ``config.data.domains`` is a dict with ``name`` and
 ``source`` (a key of :data:`SOURCES`) plus the keys that source declares,
 documented in its module: ``demo`` (built-in offline domains, ``demo_name``),
-``npz`` (``path`` to a directory of train.npz / test.npz) and ``tfds``
-(``tfds_name``; held in memory or streamed from disk).
+``npz`` (``path`` to a directory of train.npz / test.npz), ``tfds``
+(``tfds_name``; held in memory or streamed from disk) and ``mix`` (``parts``:
+one domain B ∪ A of several entries, scored on the first; ``sources/mix.py``).
 
-Every source also accepts the :data:`COMMON_KEYS`: ``max_train`` /
+Every source also accepts the :data:`COMMON_KEYS`: ``fraction`` (a
+nested subset of the training split, ``f`` or ``(start, stop)``, from a
+fixed shuffled index per dataset; ``data/fractions.py``), ``max_train`` /
 ``max_test`` (a deterministic subsample: stratified by class with the data
 seed for demo/npz, the first examples in TFDS's fixed file order for tfds;
 not for streaming train splits, use a split slice like
@@ -63,6 +66,7 @@ from mdssl_jax.data.class_subsets import class_subset_errors
 from mdssl_jax.data.class_subsets import read_class_subset
 from mdssl_jax.data.class_subsets import resolve_class_subset
 from mdssl_jax.data.class_subsets import subsample_indices
+from mdssl_jax.data import fractions
 from mdssl_jax.data.domain import DatasetNotFoundError
 from mdssl_jax.data.domain import DomainData
 from mdssl_jax.data.domain import RESIZE_MODES
@@ -72,6 +76,7 @@ from mdssl_jax.data.domain import StreamSpec
 # The registry: source name -> module (imported on first use).
 SOURCES: dict[str, str] = {
     "demo": "mdssl_jax.data.sources.demo",
+    "mix": "mdssl_jax.data.sources.mix",
     "npz": "mdssl_jax.data.sources.npz",
     "tfds": "mdssl_jax.data.sources.tfds",
 }
@@ -80,7 +85,7 @@ SOURCES: dict[str, str] = {
 # data-level config.data.resize).
 COMMON_KEYS: dict[str, Any] = {
     "name": None, "source": None, "max_train": None, "max_test": None,
-    "resize": None, "class_subset": None,
+    "resize": None, "class_subset": None, "fraction": None,
 }
 
 
@@ -124,6 +129,7 @@ def _common_errors(domain: Mapping[str, Any]) -> list[str]:
                   f"{list(RESIZE_MODES)}.")
   if domain["class_subset"] is not None:
     errors += class_subset_errors(domain["class_subset"])
+  errors += fractions.fraction_errors(domain["fraction"])
   return errors
 
 
@@ -273,7 +279,8 @@ def missing_sources(data_cfg: Any) -> list[str]:
 # ----------------------------------------------------------------------------
 
 
-def load_domain(domain_cfg: Any, data_cfg: Any) -> DomainData:
+def load_domain(domain_cfg: Any, data_cfg: Any,
+                index_dir: str | None = None) -> DomainData:
   """Loads one domain: in memory at image_size × image_size, or streaming.
 
   Args:
@@ -281,6 +288,8 @@ def load_domain(domain_cfg: Any, data_cfg: Any) -> DomainData:
     data_cfg: ``config.data`` (``image_size``, ``resize``, ``data_dir``,
       ``download``, ``seed``, ``max_in_memory_gb``, ...); its ``domains``
       are not read.
+    index_dir: where ``fraction`` subset indices are kept
+      (``data.fractions``); None: computed, not stored.
 
   Returns:
     DomainData with [N, S, S, 3] uint8 images and int32 labels, or a
@@ -296,10 +305,17 @@ def load_domain(domain_cfg: Any, data_cfg: Any) -> DomainData:
   if domain["resize"] not in RESIZE_MODES:
     raise ValueError(f"resize={domain['resize']!r}; use one of "
                      f"{list(RESIZE_MODES)}.")
-  return get(domain["source"]).load(domain, data_cfg)
+  if domain["source"] == "mix":
+    dom = get("mix").load(domain, data_cfg, index_dir=index_dir)
+  else:
+    dom = get(domain["source"]).load(domain, data_cfg)
+  return fractions.apply_fraction(dom, domain["fraction"],
+                                  int(data_cfg["seed"]), index_dir,
+                                  fractions.dataset_id(domain))
 
 
-def load_domains(data_cfg: Any) -> list[DomainData]:
+def load_domains(data_cfg: Any,
+                 index_dir: str | None = None) -> list[DomainData]:
   """Loads every domain of ``config.data`` in order.
 
   The config is validated at start-up (``config_lib.validate``); each
@@ -307,13 +323,15 @@ def load_domains(data_cfg: Any) -> list[DomainData]:
 
   Args:
     data_cfg: a complete ``config.data``.
+    index_dir: where ``fraction`` subset indices are written once and read
+      back (the trainer: ``<workdir>/data_index``); None: not stored.
 
   Returns:
     list of DomainData, one per entry of ``data_cfg.domains``.
   """
   out = []
   for domain_cfg in data_cfg["domains"]:
-    dom = load_domain(domain_cfg, data_cfg)
+    dom = load_domain(domain_cfg, data_cfg, index_dir)
     masks = ", with saliency masks" if dom.has_masks else ""
     if dom.is_streaming:
       logging.info("Domain %r: streaming, %d train images, %d classes%s.",
