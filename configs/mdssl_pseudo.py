@@ -16,7 +16,8 @@ projections of the whole training set into M = 2 (demo: 3) pseudo-domains
 and trains on N images per pseudo-domain per step (METHODS §2.8). The
 domain names are used only to score the clusters (purity, ARI in
 <workdir>/clustering.jsonl, clustering_confusion.png) and to evaluate.
-`labels=kmeans` turns the robust filter off (the paper's "clustering").
+`labels=kmeans` turns the robust filter off (the paper's "clustering");
+`embedding=features` clusters backbone features instead of projections.
 
 Default (seed 000 §4.1): CIFAR-10 + SVHN via TFDS (visually dissimilar);
 `pair=stl10`: CIFAR-10 + STL-10 (visually similar). The Table-1 setup
@@ -48,7 +49,8 @@ from mdssl_jax import presets
 
 # Config arguments that select a setup; tests load and validate each.
 VARIANTS = ("", "pair=stl10", "labels=kmeans", "shared",
-            "shared,pair=tinyimagenet", "demo", "runlocal")
+            "shared,pair=tinyimagenet", "shared,embedding=features", "demo",
+            "runlocal")
 
 _TFDS_PAIRS = {
     "svhn": {"name": "svhn", "source": "tfds", "tfds_name": "svhn_cropped"},
@@ -61,9 +63,11 @@ def get_config(arg=None):
   """MDSSL with pseudo-domains; see the module docstring for variants."""
   arg = config_lib.parse_arg(
       arg, pair="", labels="robust_kmeans", shared=False, demo=False,
-      runlocal=False, steps=2000, shared_dir=presets.DEFAULT_SHARED_DIR)
+      runlocal=False, steps=2000, embedding="projection",
+      shared_dir=presets.DEFAULT_SHARED_DIR)
   c = config_lib.get_default_config("mdssl")
   c.data.domain_labels = arg.labels
+  c.pseudo_domains.embedding = arg.embedding
   c.method_args.lambda1 = 1.0
   c.method_args.lambda2 = 0.1
   if arg.demo:

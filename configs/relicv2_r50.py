@@ -38,9 +38,18 @@ Method, as the paper states it (unstated values are METHODS.md §3.5's
     one jitted step; small views never enter the target network.
   * saliency masking of large views with p_m = 0.1 when masks exist
     (coverage ≥ 5%, uniform grey background per image; METHODS.md §3.7).
-    TFDS imagenet2012 carries no masks, so the stage is off and the log says
-    so; with a TFDS build that stores them as an image feature aligned with
-    each example, pass `tfds_name=<builder>,mask_key=<feature>`.
+    TFDS imagenet2012 carries no masks: without `masks=` the stage is off
+    and the log says so. Precompute them once (unsupervised: handcrafted
+    maps fused and refined by a small network, App. B.2.1; see
+    configs/saliency/default.py), then train with them:
+      python -m mdssl_jax.saliency --config=configs/saliency/default.py \
+          --workdir=/data/masks/in1k --config.data.data_dir=/data/tfds
+      python -m mdssl_jax.main --config=configs/relicv2_r50.py:masks=\
+/data/masks/in1k/tfds_masks --config.data.data_dir=/data/tfds
+    `masks=DIR` sets the domain's masks_path (a sidecar joined to the images
+    by tfds_id; a missing or mismatched one fails at start-up). A TFDS build
+    that stores masks as an image feature takes
+    `tfds_name=<builder>,mask_key=<feature>` instead.
   * ResNet-50 (ImageNet stem); projector 2048→4096→256 and predictor
     256→4096→256 with BN + ReLU (BYOL sizes); EMA target of encoder +
     projector, γ cosine from 0.996 to 1, applied after every optimiser step.
@@ -64,7 +73,7 @@ protocol.
 Variants (config arguments, comma-separated):
   r50x2, r50x4, r101, r152, r200, r200x2: other encoders from the paper
     (Table 5 top-1: 79.0, 79.4, 78.7, 79.3, 79.8, 80.6); combinable with
-    `epochs=...`, `tfds_name=...`, `mask_key=...`.
+    `epochs=...`, `tfds_name=...`, `mask_key=...`, `masks=...`.
   demo: the offline CPU demo (below); `demo,tiny` is a smoke run,
     `demo,steps=N` changes the run length.
   shared: the real .npz domains of ../shared/data sized for a CPU (below);
@@ -145,7 +154,7 @@ VARIANTS = ("", *_ENCODERS, "demo", "demo,tiny", "shared")
 SHARED_AVAILABLE = ("cifar10", "mnist", "gtsrb", "tinyimagenet", "notmnist")
 # The config arguments each setup reads; the others must keep their defaults.
 _SETUP_ARGS = {
-    "imagenet": ("epochs", "tfds_name", "mask_key", *_ENCODERS),
+    "imagenet": ("epochs", "tfds_name", "mask_key", "masks", *_ENCODERS),
     "demo": ("demo", "tiny", "steps"),
     "shared": ("shared", "steps", "width", "per_domain_batch", "domains",
                "shared_dir"),
@@ -164,7 +173,7 @@ def get_config(arg=None):
       demo=False, shared=False, tiny=False, steps=-1, width=0.125,
       per_domain_batch=32, domains="+".join(presets.SHARED_DOMAINS),
       shared_dir=presets.DEFAULT_SHARED_DIR, epochs=1000.0,
-      tfds_name="imagenet2012", mask_key=None,
+      tfds_name="imagenet2012", mask_key=None, masks=None,
       **{name: False for name in _ENCODERS})
   arg = config_lib.parse_arg(arg, **defaults)
   setup = "demo" if arg.demo else "shared" if arg.shared else "imagenet"
@@ -191,6 +200,8 @@ def get_config(arg=None):
             "in_memory": False}
   if arg.mask_key:
     domain["mask_key"] = arg.mask_key
+  if arg.masks:  # A sidecar of `python -m mdssl_jax.saliency`.
+    domain["masks_path"] = arg.masks
   c.data.domains = [domain]
   c.data.data_dir = default_data_dir()
   c.data.download = False

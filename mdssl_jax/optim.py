@@ -15,6 +15,7 @@ import ml_collections
 import optax
 
 from mdssl_jax.config_lib import LR_SCALINGS, OPTIMIZERS
+from mdssl_jax.config_lib import WEIGHT_DECAY_SCHEDULES
 
 
 def peak_learning_rate(optim_cfg: ml_collections.ConfigDict,
@@ -52,16 +53,55 @@ def warmup_cosine(peak: float, total_steps: int, warmup_steps: int,
   return schedule
 
 
+def weight_decay_schedule(optim_cfg: ml_collections.ConfigDict,
+                          total_steps: int) -> optax.Schedule:
+  """The weight-decay coefficient per step.
+
+  constant: optim.weight_decay; cosine: from weight_decay at step 0 to
+  weight_decay_end at total_steps, wd_t = end + (wd − end)·(1 + cos(π t/T))/2,
+  no warm-up (DINO's `cosine_scheduler` for wd: 0.04 → 0.4).
+
+  Args:
+    optim_cfg: `config.optim` (weight_decay, weight_decay_schedule,
+      weight_decay_end).
+    total_steps: T.
+
+  Returns:
+    step -> float32 coefficient.
+  """
+  kind = optim_cfg.weight_decay_schedule
+  start, end = optim_cfg.weight_decay, optim_cfg.weight_decay_end
+  if kind == "constant":
+    return lambda step: jnp.asarray(start, jnp.float32)
+  if kind != "cosine":
+    raise ValueError(f"optim.weight_decay_schedule={kind!r}; use one of "
+                     f"{WEIGHT_DECAY_SCHEDULES}.")
+  def schedule(step):
+    frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(total_steps, 1),
+                    0.0, 1.0)
+    return end + (start - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+  return schedule
+
+
 def _matrix_mask(params: Any) -> Any:
-  """True for tensors that get weight decay / LARS adaptation (ndim > 1)."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+  """True for tensors that get weight decay / LARS adaptation.
+
+  Those are the tensors with ndim > 1, except parameters named `frozen_*`
+  (e.g. the ViT's frozen patch projection): the model stops their gradient,
+  and without decay no optimiser moves them.
+  """
+  def decayed(path, p):
+    name = getattr(path[-1], "key", str(path[-1])) if path else ""
+    return p.ndim > 1 and not str(name).startswith("frozen_")
+  return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 class _LarsState(NamedTuple):
   count: jax.Array
 
 
-def scale_by_lars(lr_fn, *, weight_decay: float, eta: float, clip_lr: bool,
+def scale_by_lars(lr_fn, *, weight_decay: float | optax.Schedule,
+                  eta: float, clip_lr: bool,
                   eps: float = 1e-8) -> optax.GradientTransformation:
   """LARS's decay and trust ratio, before momentum and lr (METHODS.md §1.2).
 
@@ -77,7 +117,7 @@ def scale_by_lars(lr_fn, *, weight_decay: float, eta: float, clip_lr: bool,
 
   Args:
     lr_fn: schedule step -> learning rate (used only when clipping).
-    weight_decay: wd.
+    weight_decay: wd, or a schedule step -> wd.
     eta: trust coefficient η.
     clip_lr: solo-learn's clipped ratio instead of the plain one.
     eps: solo-learn's denominator epsilon (clipped ratio only).
@@ -91,11 +131,13 @@ def scale_by_lars(lr_fn, *, weight_decay: float, eta: float, clip_lr: bool,
 
   def update(updates, state, params):
     lr = jnp.maximum(lr_fn(state.count), 1e-12)
+    wd = (weight_decay(state.count) if callable(weight_decay)
+          else weight_decay)
     def scale(g, w):
       w_norm, g_norm = jnp.linalg.norm(w), jnp.linalg.norm(g)
-      decayed = g + weight_decay * w
+      decayed = g + wd * w
       if clip_lr:
-        ratio = eta * w_norm / (g_norm + weight_decay * w_norm + eps)
+        ratio = eta * w_norm / (g_norm + wd * w_norm + eps)
         ratio = jnp.minimum(ratio / lr, 1.0)
       else:
         g_norm = jnp.linalg.norm(decayed)
@@ -114,17 +156,21 @@ def make_optimizer(
 ) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
   """Builds the optax optimiser and its learning-rate schedule.
 
-  Biases and normalisation parameters (every tensor with ndim ≤ 1) get
-  neither weight decay nor the LARS trust ratio (METHODS.md §1.2). LARS
+  Biases and normalisation parameters (every tensor with ndim ≤ 1) and
+  parameters named `frozen_*` get neither weight decay nor the LARS trust
+  ratio (METHODS.md §1.2). The weight decay follows
+  `weight_decay_schedule` for every optimiser; `grad_clip_norm` > 0 clips
+  the global gradient norm before the optimiser (DINO: 3.0). LARS
   and SGD apply the learning rate after the momentum trace (m ← μ·m + u;
   w ← w − lr_t·m), as PyTorch's SGD and BYOL's LARS do.
 
   Args:
     optim_cfg: `config.optim` (name, base_lr, lr_scaling, weight_decay,
       momentum, trust_coefficient, clip_lr, nesterov, b1, b2, end_lr_factor,
-      grad_clip_norm). Name "lars" is `scale_by_lars` then momentum SGD;
-      `clip_lr=True` is solo-learn's variant (used with trust_coefficient
-      0.02 by seed 003's runs).
+      grad_clip_norm, weight_decay_schedule, weight_decay_end). Name
+      "lars" is `scale_by_lars` then momentum SGD; `clip_lr=True` is
+      solo-learn's variant (used with trust_coefficient 0.02 by seed 003's
+      runs).
     total_steps: optimiser steps in the run.
     warmup_steps: linear warm-up steps.
     global_batch: images per step over all devices and processes.
@@ -136,7 +182,11 @@ def make_optimizer(
   peak = peak_learning_rate(optim_cfg, global_batch, lr_multiplier)
   lr = warmup_cosine(peak, total_steps, warmup_steps, optim_cfg.end_lr_factor)
   name = optim_cfg.name
-  wd = optim_cfg.weight_decay
+  # A constant stays a float: the optimiser state (and so checkpoints) of
+  # constant-decay runs keeps its structure.
+  wd = (optim_cfg.weight_decay
+        if optim_cfg.weight_decay_schedule == "constant"
+        else weight_decay_schedule(optim_cfg, total_steps))
   momentum = optim_cfg.momentum
   nesterov = optim_cfg.nesterov
   if name == "lars":

@@ -370,3 +370,67 @@ def cifar_mix(c: ConfigDict, *, runlocal: bool = False) -> ConfigDict:
     c.eval.max_train_per_domain = 256
     c.eval.max_test_per_domain = 128
   return c
+
+
+# ---- Vision Transformers (issue #15) ----------------------------------------
+
+
+def vit_model(c: ConfigDict, size: str, *, patch_size: int, image_size: int,
+              pos_embed: str = "learned") -> ConfigDict:
+  """Selects a ViT backbone (`model.name="vit"`, mdssl_jax/models/vit.py).
+
+  Args:
+    c: config to modify in place.
+    size: "tiny", "small", "base" or "large".
+    patch_size: p (16 at 224 px; 4 at 32 px).
+    image_size: native size of the position embeddings (the large views).
+    pos_embed: "learned" or "sincos" (MoCo v3).
+
+  Returns:
+    `c`.
+  """
+  c.model.name = "vit"
+  c.model.vit.update(size=size, patch_size=patch_size, image_size=image_size,
+                     pos_embed=pos_embed)
+  return c
+
+
+def vit_imagenet_data(c: ConfigDict, *, global_batch: int) -> ConfigDict:
+  """TFDS ImageNet-1k (train / validation) at 224 px, streamed from disk."""
+  c.data.domains = [{"name": "imagenet", "source": "tfds",
+                     "tfds_name": "imagenet2012", "split": "train",
+                     "eval_split": "validation", "in_memory": False}]
+  c.data.image_size = 224
+  c.data.resize = "resize"
+  c.data.per_domain_batch = global_batch
+  c.data.mean, c.data.std = IMAGENET_MEAN, IMAGENET_STD
+  c.views.large.size = 224
+  c.evals.probe.update(steps=100_000, batch_size=1024, lr=0.1, momentum=0.9,
+                       schedule="cosine")
+  c.eval.update(max_train_per_domain=1_281_167, max_test_per_domain=50_000)
+  return c
+
+
+def vit_tiny_demo(c: ConfigDict) -> ConfigDict:
+  """ViT-Ti/4 on the offline 32 px demo domains, sized for 2 CPU cores.
+
+  Learned position embeddings, small heads (256 → 64), AdamW with 20
+  warm-up steps, weight decay 0.05, gradient clipping 3.0, 120 steps of
+  3 × 16 images (a ViT-Ti/4 step costs ~2.2 GFLOP per view, ~20× the
+  width-¼ ResNet-18 of `demo_variant`). Method files set their own lr and
+  head details.
+  """
+  demo_data(c, per_domain_batch=16)
+  cpu_eval(c, probe_steps=1000, max_train=1000, max_test=500)
+  vit_model(c, "tiny", patch_size=4, image_size=32)
+  c.views.large.crop_area = (0.2, 1.0)
+  c.projector.update(hidden_dims=(256,), out_dim=64)
+  c.predictor.update(hidden_dims=(256,), out_dim=64)
+  c.optim.update(name="adamw", base_lr=1e-3, lr_scaling="linear",
+                 weight_decay=0.05, weight_decay_schedule="constant",
+                 warmup_steps=20, warmup_epochs=-1.0, grad_clip_norm=3.0)
+  c.ema.base = 0.99
+  c.total_steps = 120
+  c.log_every = 10
+  c.checkpoint.update(every_steps=60, keep=2)
+  return c

@@ -53,6 +53,34 @@ class Progress:
     return " | ".join(parts)
 
 
+def read_jsonl(path: str, required: tuple[str, ...] = ()
+               ) -> list[dict[str, Any]]:
+  """The JSON objects of a .jsonl file ([] when absent).
+
+  Damaged lines (and objects lacking a `required` key) are skipped with a
+  warning: a kill in the middle of a write leaves a truncated last line,
+  and one bad line must not cost the whole log.
+  """
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except ValueError:
+        record = None
+      if not isinstance(record, dict) or any(k not in record
+                                             for k in required):
+        logging.warning("Skipping damaged line %d of %s: %.60r", number,
+                        path, line)
+        continue
+      records.append(record)
+  return records
+
+
 class JsonlWriter:
   """Appends one JSON object per line; used for `metrics.jsonl`."""
 
@@ -65,28 +93,8 @@ class JsonlWriter:
       f.write(json.dumps(record) + "\n")
 
   def read(self) -> list[dict[str, Any]]:
-    """The file's records; damaged lines are skipped with a warning.
-
-    A kill in the middle of a write leaves a truncated last line, so one bad
-    line must not cost the whole log.
-    """
-    if not os.path.exists(self.path):
-      return []
-    records = []
-    with open(self.path) as f:
-      for number, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          record = json.loads(line)
-        except ValueError:
-          record = None
-        if not isinstance(record, dict) or "step" not in record:
-          logging.warning("Skipping damaged line %d of %s: %.60r", number,
-                          self.path, line)
-          continue
-        records.append(record)
-    return records
+    """The file's records (each with "step"); see `read_jsonl`."""
+    return read_jsonl(self.path, required=("step",))
 
   def keep_until(self, step: int) -> None:
     """Drops records past `step` (and damaged lines), rewriting atomically.

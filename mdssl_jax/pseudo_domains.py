@@ -42,6 +42,7 @@ import numpy as np
 from mdssl_jax import atomic_file
 from mdssl_jax import clustering
 from mdssl_jax import config_lib
+from mdssl_jax import progress
 from mdssl_jax import sharding as sharding_lib
 from mdssl_jax.data import augment
 from mdssl_jax.data.domain import DomainData
@@ -218,17 +219,8 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 
 def read_log(workdir: str) -> list[dict[str, Any]]:
   """The records of `<workdir>/clustering.jsonl` (damaged lines skipped)."""
-  path = os.path.join(workdir, LOG_NAME)
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except ValueError:
-        logging.warning("Skipping a damaged line of %s.", path)
-  return records
+  return progress.read_jsonl(os.path.join(workdir, LOG_NAME),
+                             required=("round",))
 
 
 def keep_log_until(workdir: str, r: int) -> None:

@@ -15,8 +15,9 @@ import resource
 import sys
 from typing import Any
 
-from absl import logging
 import jax
+
+from mdssl_jax import progress
 
 RUNS_FILE = "runs.jsonl"
 
@@ -62,17 +63,9 @@ def record_run(workdir: str, *, start_step: int, end_step: int,
 
 
 def read_runs(workdir: str) -> list[dict[str, Any]]:
-  path = os.path.join(workdir, RUNS_FILE)
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except ValueError:
-        logging.warning("Skipping a damaged line of %s.", path)
-  return rows
+  """The rows of `<workdir>/runs.jsonl` (damaged lines skipped)."""
+  return progress.read_jsonl(os.path.join(workdir, RUNS_FILE),
+                             required=("seconds", "images"))
 
 
 def summary(workdir: str) -> dict[str, Any]:

@@ -506,9 +506,9 @@ def dry_run(spec: str, images_per_sec: float | None) -> list[dict[str, Any]]:
       seconds = r["images_seen"] / images_per_sec
       total += seconds
     r["estimated_seconds"] = seconds
+    shown = "-" if seconds is None else progress.format_duration(seconds)
     print(f"{r['cell']:40s} {r['method']:12s} {str(r['steps']):>8s} "
-          f"{str(r['images_seen']):>10s} {r['views']:>5d} "
-          f"{'-' if seconds is None else progress.format_duration(seconds):>9s}")
+          f"{str(r['images_seen']):>10s} {r['views']:>5d} {shown:>9s}")
   if images_per_sec:
     print(f"total ≈ {progress.format_duration(total)} at {images_per_sec} "
           "images/s (training only; evaluation adds per cell)")

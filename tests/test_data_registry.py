@@ -67,7 +67,7 @@ def toy_source(tmp_path, monkeypatch):
 
 
 def test_unknown_source_lists_the_registered_ones():
-  assert sources.available() == ["demo", "npz", "tfds"]
+  assert sources.available() == ["demo", "mix", "npz", "tfds"]
   with pytest.raises(ValueError) as info:
     sources.validate_data_config(_data_cfg([dict(name="a", source="web")]))
   assert "unknown source 'web'" in str(info.value)
@@ -102,9 +102,9 @@ def test_resolve_domain_fills_declared_defaults():
       dict(name="c", source="tfds", tfds_name="cifar10", split=None))
   assert domain == dict(
       name="c", source="tfds", max_train=None, max_test=None, resize=None,
-      class_subset=None, tfds_name="cifar10", split="train",
+      class_subset=None, fraction=None, tfds_name="cifar10", split="train",
       eval_split="test", image_key="image", label_key="label",
-      in_memory=None, mask_key=None)
+      in_memory=None, mask_key=None, masks_path=None)
   with pytest.raises(ValueError, match="needs 'path'"):
     sources.resolve_domain(dict(name="n", source="npz"))
 

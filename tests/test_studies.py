@@ -6,6 +6,7 @@ import math
 import os
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 
@@ -198,10 +199,16 @@ def swept(tmp_path_factory):
   config.seed = 1
   train.train_and_evaluate(config, os.path.join(workdir, "cells", "a_s1"),
                            max_steps_this_run=2)
-  first = sweep_lib.run_sweep(str(sweep_path), workdir)
-  logs = {n: os.path.getsize(os.path.join(workdir, "logs", f"{n}.log"))
-          for n in first}
-  second = sweep_lib.run_sweep(str(sweep_path), workdir)
+  with pytest.MonkeyPatch.context() as env:
+    # The cell processes share this run's compilation cache.
+    env.setenv("JAX_COMPILATION_CACHE_DIR",
+               jax.config.jax_compilation_cache_dir)
+    env.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    env.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    first = sweep_lib.run_sweep(str(sweep_path), workdir)
+    logs = {n: os.path.getsize(os.path.join(workdir, "logs", f"{n}.log"))
+            for n in first}
+    second = sweep_lib.run_sweep(str(sweep_path), workdir)
   return str(sweep_path), workdir, first, second, logs
 
 
@@ -265,3 +272,14 @@ def test_init_only_evaluates_the_untrained_encoder(swept):
     results = json.load(f)
   assert results["train"]["steps"] == 0 and results["train"]["initialisation"]
   assert not os.path.exists(os.path.join(cell, "checkpoints", "4"))
+
+
+@pytest.mark.parametrize("name", ["table1_shared", "diversity_shared"])
+def test_study_sweeps_are_valid(name, shared_data):
+  spec = f"configs/sweeps/{name}.py:shared_dir={shared_data}"
+  _, cells = sweep_lib.load_sweep(spec)
+  estimates = [sweep_lib.estimate(c) for c in cells]  # Validates each.
+  trained = [e for e, c in zip(estimates, cells) if not c.init]
+  # Every trained cell of a study sees the same budget C.
+  assert len({e["images_seen"] for e in trained}) == 1
+  assert sum(c.init for c in cells) == 1

@@ -167,7 +167,7 @@ def test_lock_released_and_created_dirs_removed_on_startup_failure(
     tmp_path, monkeypatch):
   workdir = str(tmp_path / "runs" / "name" / "stamp")
 
-  def interrupt(_):
+  def interrupt(*_):
     assert os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
     raise KeyboardInterrupt
 
@@ -177,7 +177,7 @@ def test_lock_released_and_created_dirs_removed_on_startup_failure(
   assert not os.path.exists(tmp_path / "runs")  # Nothing empty left.
   existing = tmp_path / "existing"
   existing.mkdir()
-  monkeypatch.setattr(sources, "load_domains", lambda _: 1 / 0)
+  monkeypatch.setattr(sources, "load_domains", lambda *_: 1 / 0)
   with pytest.raises(ZeroDivisionError):
     train.train_and_evaluate(tiny_config(), str(existing))
   assert existing.is_dir()  # Not ours to delete, but no lock left.

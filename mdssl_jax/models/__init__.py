@@ -1,9 +1,11 @@
-"""Encoders (ResNet family), heads (MLP, SwAV prototypes, DINO head) and the
-SSL network the methods train (`network`: SSLNetwork and its builders).
+"""Encoders (ResNet and ViT families), heads (MLP, SwAV prototypes, DINO
+head) and the SSL network the methods train (`network`: SSLNetwork and its
+builders).
 
-The `resnet(depth, ...)` factory is deliberately not re-exported here so that
-`mdssl_jax.models.resnet` stays the submodule; use
-`from mdssl_jax.models.resnet import resnet` or `models.resnet.resnet(50)`.
+The `resnet(depth, ...)` and `vit(size, ...)` factories are deliberately not
+re-exported here so that `mdssl_jax.models.resnet` and `mdssl_jax.models.vit`
+stay the submodules; use `from mdssl_jax.models.vit import vit` or
+`models.resnet.resnet(50)`.
 """
 
 from mdssl_jax.models.heads import DINOHead
@@ -21,3 +23,5 @@ from mdssl_jax.models.resnet import RESNET_DEPTHS
 from mdssl_jax.models.resnet import ResNet
 from mdssl_jax.models.resnet import resnet_by_name
 from mdssl_jax.models.resnet import resnet_tiny
+from mdssl_jax.models.vit import VIT_SIZES
+from mdssl_jax.models.vit import ViT

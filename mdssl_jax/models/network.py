@@ -23,6 +23,9 @@ from mdssl_jax.models import fast_conv
 from mdssl_jax.models.common import check_choice
 from mdssl_jax.models.heads import MLP
 from mdssl_jax.models.resnet import resnet
+from mdssl_jax.models.vit import vit
+
+ENCODERS = ("resnet", "vit")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -98,13 +101,25 @@ def build_mlp(cfg: ml_collections.ConfigDict, dtype: Any) -> nn.Module:
 
 def build_encoder(model_cfg: ml_collections.ConfigDict,
                   dtype: Any) -> nn.Module:
-  """The ResNet backbone described by `config.model`.
+  """The backbone described by `config.model` (`model.name`).
 
   Args:
-    model_cfg: {depth, width_multiplier, stem, norm, conv_impl,
-      zero_init_residual}; conv_impl as in `fast_conv.get_conv`.
+    model_cfg: `config.model`. name "resnet" reads {depth,
+      width_multiplier, stem, norm, conv_impl, zero_init_residual} (conv_impl
+      as in `fast_conv.get_conv`); name "vit" reads model.vit {size,
+      patch_size, image_size, pos_embed, pooling, frozen_patch_embed}.
     dtype: compute dtype.
+
+  Returns:
+    An unbound encoder mapping images [B, H, W, 3] to (features [B, F],
+    dict of block outputs [B, h, w, C]).
   """
+  check_choice("model.name", model_cfg.name, ENCODERS)
+  if model_cfg.name == "vit":
+    v = model_cfg.vit
+    return vit(v.size, patch_size=v.patch_size, image_size=v.image_size,
+               pos_embed=v.pos_embed, pooling=v.pooling,
+               frozen_patch_embed=v.frozen_patch_embed, dtype=dtype)
   conv = fast_conv.get_conv(model_cfg.conv_impl)
   return resnet(model_cfg.depth, width_multiplier=model_cfg.width_multiplier,
                 stem=model_cfg.stem, dtype=dtype, norm=model_cfg.norm,

@@ -9,7 +9,9 @@ Keys: ``path`` (required; a directory holding ``train.npz`` / ``test.npz``
 with arrays ``images`` [N, H, W, C] uint8 and ``labels`` [N]; ``~`` and
 environment variables are expanded), ``train_file`` / ``test_file`` (other
 file names), ``masks_path`` (an .npz with ``masks`` [N, H, W] aligned by
-index with the train images) and ``num_classes`` (default: the lines of
+index with the train images, e.g. the ``masks.npz`` that ``python -m
+mdssl_jax.saliency`` writes; a missing, corrupt or wrongly sized file fails
+at start-up naming that command) and ``num_classes`` (default: the lines of
 ``class_names.txt``, else the largest label + 1). A ``class_names.txt``
 beside the files (line i = class i, e.g. "n01443537 goldfish") names the
 classes for ``class_subset``.
@@ -33,6 +35,12 @@ KEYS: dict[str, Any] = {
 }
 REQUIRED = ("path",)
 
+# How to (re)make a masks_path sidecar; every mask error names it.
+PRECOMPUTE_HINT = (
+    "Recompute it with `python -m mdssl_jax.saliency "
+    "--config=configs/saliency/default.py:npz,path=<the domain's path> "
+    "--workdir=DIR` and set masks_path=DIR/masks.npz.")
+
 
 def _expand(path: Any) -> str:
   return os.path.expanduser(os.path.expandvars(str(path)))
@@ -49,16 +57,33 @@ def validate(domain: dict[str, Any]) -> list[str]:
 
 
 def check_exists(domain: dict[str, Any]) -> list[str]:
-  """The train file must exist."""
+  """The train file, and the masks_path sidecar when set, must exist."""
+  errors = []
   train = os.path.join(_expand(domain["path"]), domain["train_file"])
-  if os.path.isfile(train):
-    return []
-  return [f"{train} does not exist; set the domain's 'path' to a directory "
-          "holding train.npz and test.npz (arrays 'images', 'labels')."]
+  if not os.path.isfile(train):
+    errors.append(f"{train} does not exist; set the domain's 'path' to a "
+                  "directory holding train.npz and test.npz (arrays "
+                  "'images', 'labels').")
+  masks = domain["masks_path"]
+  if masks and not os.path.isfile(_expand(masks)):
+    errors.append(f"masks_path {_expand(masks)} does not exist. "
+                  + PRECOMPUTE_HINT)
+  return errors
 
 
-def _read_npz(path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
-  """Reads the given arrays from an .npz, with clear errors."""
+def read_npz(path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+  """Reads the given arrays from an .npz, with clear errors.
+
+  Args:
+    path: the .npz file.
+    keys: the arrays to read.
+
+  Returns:
+    {key: array}.
+
+  Raises:
+    ValueError: naming the file, for a missing, corrupt or incomplete one.
+  """
   if not os.path.isfile(path):
     raise ValueError(f"{path}: file not found (check the domain's 'path' / "
                      "file name).")
@@ -85,7 +110,7 @@ def _read_npz(path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
 
 def _read_split(path: str) -> tuple[np.ndarray, np.ndarray]:
   """(images, int32 labels) of one split file."""
-  arrays = _read_npz(path, ("images", "labels"))
+  arrays = read_npz(path, ("images", "labels"))
   images, labels = arrays["images"], arrays["labels"]
   if labels.ndim != 1 or len(labels) != len(images):
     raise ValueError(f"{path}: 'labels' must be [N] with N = {len(images)} "
@@ -100,12 +125,22 @@ def _read_split(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_masks(masks_path: str, train_images: np.ndarray,
                 train_path: str) -> np.ndarray:
-  masks = _read_npz(masks_path, ("masks",))["masks"]
-  if len(masks) != len(train_images) or (
-      masks.shape[1:3] != train_images.shape[1:3]):
+  """The sidecar's masks [N, H, W], checked against the train images."""
+  try:
+    masks = read_npz(masks_path, ("masks",))["masks"]
+  except ValueError as e:
+    raise ValueError(f"masks_path: {e} {PRECOMPUTE_HINT}") from e
+  if masks.ndim == 4 and masks.shape[-1] == 1:
+    masks = masks[..., 0]
+  if masks.shape != train_images.shape[:3]:
     raise ValueError(
-        f"{masks_path}: 'masks' must be [N, H, W] aligned with "
-        f"{train_path} images {train_images.shape[:3]}, got {masks.shape}.")
+        f"{masks_path}: 'masks' must be [N, H, W] = "
+        f"{train_images.shape[:3]}, aligned by index with the images of "
+        f"{train_path}, got {masks.shape}. {PRECOMPUTE_HINT}")
+  if not (masks.dtype == bool or np.issubdtype(masks.dtype, np.integer)
+          or np.issubdtype(masks.dtype, np.floating)):
+    raise ValueError(f"{masks_path}: 'masks' must be bool, integer or "
+                     f"float, got {masks.dtype}. {PRECOMPUTE_HINT}")
   return masks
 
 

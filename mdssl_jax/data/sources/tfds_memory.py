@@ -59,12 +59,16 @@ def fits_in_memory(domain: dict[str, Any], data_cfg: Any) -> bool:
 
 
 def _open_split(tfds_name: str, split: str, *, domain: str,
-                data_dir: str | None, download: bool):
-  """tfds.load(..., with_info=True) in the fixed order, with clear errors."""
+                data_dir: str | None, download: bool, with_ids: bool):
+  """tfds.load(..., with_info=True) in the fixed order, with clear errors.
+
+  with_ids adds each example's "tfds_id" (the key of mask sidecars).
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     return tfds.load(tfds_name, split=split, data_dir=data_dir,
-                     download=download, with_info=True, shuffle_files=False)
+                     download=download, with_info=True, shuffle_files=False,
+                     read_config=tfds.ReadConfig(add_tfds_id=with_ids))
   except tfds.core.registered.DatasetNotFoundError as e:
     raise tfds_common.unknown_builder_error(domain, tfds_name, e) from e
   except AssertionError as e:
@@ -81,8 +85,12 @@ def _known_count(info: Any, split: str) -> int | None:
 
 
 def _prepare_fn(*, image_key: str, label_key: str, mask_key: str | None,
-                lookup: tf.Tensor | None, size: int, mode: str):
-  """Example dict -> (image [S, S, 3] uint8, label int32[, mask])."""
+                lookup: tf.Tensor | None, size: int, mode: str,
+                sidecar=None):
+  """Example dict -> (image [S, S, 3] uint8, label int32[, mask]).
+
+  sidecar: (masks_path, lookup by tfds_id) of precomputed masks, or None.
+  """
 
   def prepare(ex):
     label = tf.cast(ex[label_key], tf.int64)
@@ -92,6 +100,11 @@ def _prepare_fn(*, image_key: str, label_key: str, mask_key: str | None,
            tf.cast(label, tf.int32))
     if mask_key is not None:
       out += (resize.fit_mask_tf(ex[mask_key], size, mode),)
+    if sidecar is not None:
+      masks_path, by_id = sidecar
+      mask = tfds_common.decode_sidecar_mask(by_id(ex["tfds_id"]),
+                                             ex[image_key], masks_path)
+      out += (resize.fit_mask_tf(mask, size, mode),)
     return out
 
   return prepare
@@ -116,8 +129,11 @@ def _read_split(tfds_name: str, split: str, *, domain: str, size: int,
                 max_count: int | None, max_gb: float, image_key: str,
                 label_key: str,
                 class_subset: Sequence[str | int] | None = None,
-                mask_key: str | None = None):
+                mask_key: str | None = None, masks_path: str | None = None):
   """Loads one TFDS split into memory.
+
+  Masks come from the feature mask_key, or from the sidecar masks_path
+  (joined by tfds_id; see tfds_common).
 
   Returns:
     ([n,S,S,3] uint8 images, [n] int32 labels, num_classes, [n,S,S] float32
@@ -125,7 +141,7 @@ def _read_split(tfds_name: str, split: str, *, domain: str, size: int,
     the first max_count of those) and labels are remapped to 0..k-1.
   """
   ds, info = _open_split(tfds_name, split, domain=domain, data_dir=data_dir,
-                         download=download)
+                         download=download, with_ids=masks_path is not None)
   features = info.features
   tfds_common.check_features(features, ((image_key, "image_key"),
                                         (label_key, "label_key"),
@@ -139,8 +155,17 @@ def _read_split(tfds_name: str, split: str, *, domain: str, size: int,
         what=f"Domain {domain!r}")
     lookup = tfds_common.subset_lookup(class_ids)
     num_classes = len(class_ids)
+  sidecar = None
+  if masks_path is not None:
+    hint = tfds_common.sidecar_hint(tfds_name, split)
+    side_info = tfds_common.read_sidecar_info(
+        masks_path, tfds_name=tfds_name, split=split,
+        num_examples=_known_count(info, tfds_common.base_split(split)))
+    sidecar = (masks_path,
+               tfds_common.sidecar_lookup(masks_path, side_info, hint))
+  has_masks = mask_key is not None or sidecar is not None
   known = _known_count(info, split)
-  mask_bytes = 0 if mask_key is None else 4 * size * size
+  mask_bytes = 4 * size * size if has_masks else 0
   if known and lookup is None:  # A class subset keeps an unknown share.
     check_memory(domain, min(known, max_count or known), size, max_gb,
                  mask_bytes)
@@ -150,11 +175,17 @@ def _read_split(tfds_name: str, split: str, *, domain: str, size: int,
     ds = ds.take(max_count)
   ds = ds.map(_prepare_fn(image_key=image_key, label_key=label_key,
                           mask_key=mask_key, lookup=lookup, size=size,
-                          mode=mode),
+                          mode=mode, sidecar=sidecar),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  images, labels, masks = _collect(
-      ds.batch(_CHUNK).prefetch(2), domain=domain, size=size, max_gb=max_gb,
-      mask_bytes=mask_bytes, has_masks=mask_key is not None)
+  try:
+    images, labels, masks = _collect(
+        ds.batch(_CHUNK).prefetch(2), domain=domain, size=size,
+        max_gb=max_gb, mask_bytes=mask_bytes, has_masks=has_masks)
+  except tf.errors.InvalidArgumentError as e:
+    if sidecar is None:
+      raise
+    raise ValueError(f"Domain {domain!r}: {e.message.splitlines()[0]}. "
+                     f"{hint}") from e
   if not images:
     raise ValueError(f"Domain {domain!r}: split {split!r} of TFDS "
                      f"{tfds_name!r} is empty"
@@ -168,7 +199,7 @@ def _read_split(tfds_name: str, split: str, *, domain: str, size: int,
 
 
 def load(domain: dict[str, Any], data_cfg: Any) -> DomainData:
-  """Both splits of a TFDS domain as arrays (train masks with mask_key).
+  """Both splits of a TFDS domain as arrays, with train masks if set.
 
   Args:
     domain: the resolved domain entry (``resize`` set).
@@ -187,9 +218,11 @@ def load(domain: dict[str, Any], data_cfg: Any) -> DomainData:
                 class_subset=None if subset is None
                 else class_subsets.read_class_subset(subset))
   tfds_name = domain["tfds_name"]
+  masks_path = domain["masks_path"]
   train_images, train_labels, num_classes, train_masks = _read_split(
       tfds_name, domain["split"], max_count=domain["max_train"],
-      mask_key=domain["mask_key"], **kwargs)
+      mask_key=domain["mask_key"],
+      masks_path=masks_path and tfds_common.expand_path(masks_path), **kwargs)
   test_images, test_labels, _, _ = _read_split(
       tfds_name, domain["eval_split"], max_count=domain["max_test"],
       **kwargs)

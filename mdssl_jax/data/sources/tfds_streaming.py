@@ -15,6 +15,14 @@ pass (epoch) at a time:
   False)``, i.e. the same shard order every epoch (only the shuffle buffer
   mixes).
 
+Precomputed saliency masks (``masks_path``, the sidecar that ``python -m
+mdssl_jax.saliency`` writes) are read alongside: in the shuffled reader each
+TFDS shard is zipped with its sidecar shard (same record order) and every
+pair's tfds_id is checked, so a shifted or shuffled join fails loudly; the
+fixed-order reader looks masks up by tfds_id. Such a domain's spec is a
+:class:`SidecarStreamSpec` whose ``mask_key`` names the virtual feature
+:data:`SIDECAR_MASK_KEY`.
+
 Views are cropped from the full-resolution image (see
 ``mdssl_jax.data.pipeline``); ``pipeline.make_eval_arrays`` decodes only
 capped evaluation subsets. A class subset of a streamed split costs one pass
@@ -39,18 +47,35 @@ from mdssl_jax.data.domain import StreamSpec
 from mdssl_jax.data.sources import tfds_common
 
 _STREAM_CYCLE = 16  # Shards read concurrently per epoch.
+# The record key of sidecar masks (PNG bytes), a virtual feature.
+SIDECAR_MASK_KEY = "saliency_sidecar_mask"
+
+
+@dataclasses.dataclass(frozen=True)
+class SidecarStreamSpec(StreamSpec):
+  """A StreamSpec whose masks come from a precomputed sidecar.
+
+  Attributes:
+    masks_path: the sidecar directory (see tfds_common); ``mask_key`` is
+      :data:`SIDECAR_MASK_KEY`.
+  """
+  masks_path: str = ""
+
+
+def _sidecar(spec: StreamSpec) -> str | None:
+  return spec.masks_path if isinstance(spec, SidecarStreamSpec) else None
 
 
 def _stream_decoders(builder: Any, spec: StreamSpec) -> dict[str, Any]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   decoders = {spec.image_key: tfds.decode.SkipDecoding()}
-  if spec.mask_key is not None and isinstance(
+  if spec.mask_key is not None and not _sidecar(spec) and isinstance(
       builder.info.features[spec.mask_key], tfds.features.Image):
     decoders[spec.mask_key] = tfds.decode.SkipDecoding()
   return decoders
 
 
-def _select_fn(spec: StreamSpec):
+def _select_fn(spec: StreamSpec, with_mask: bool = True):
   """Example dict -> {"image", "label" (int64, remapped), ["mask"]}."""
   lookup = (None if spec.class_ids is None
             else tfds_common.subset_lookup(
@@ -61,7 +86,7 @@ def _select_fn(spec: StreamSpec):
     if lookup is not None:
       label = tf.gather(lookup, label)
     out = {"image": ex[spec.image_key], "label": label}
-    if spec.mask_key is not None:
+    if spec.mask_key is not None and with_mask:
       out["mask"] = ex[spec.mask_key]
     return out
 
@@ -81,7 +106,8 @@ def _ordered_records(builder: Any, spec: StreamSpec, split: str, *,
     return builder.as_dataset(
         split=split, shuffle_files=False,
         decoders=_stream_decoders(builder, spec),
-        read_config=tfds.ReadConfig(options=options))
+        read_config=tfds.ReadConfig(options=options,
+                                    add_tfds_id=bool(_sidecar(spec))))
   except AssertionError as e:
     raise tfds_common.prepare_error(domain, spec.tfds_name,
                                     spec.data_dir) from e
@@ -105,10 +131,11 @@ def stream_records(spec: StreamSpec, split: str, *,
     tf.data.Dataset of dicts: "image" encoded bytes (tf.string), "label"
     int64 in [0, num_classes) after the class subset, and "mask" (encoded
     bytes, or the decoded tensor for non-image features) when
-    spec.mask_key is set.
+    spec.mask_key names a feature (sidecar masks join training epochs
+    only, :func:`stream_epoch_fn`).
   """
   builder = tfds_common.builder(spec.tfds_name, spec.data_dir, domain)
-  select, keep = _select_fn(spec)
+  select, keep = _select_fn(spec, with_mask=not _sidecar(spec))
   ds = _ordered_records(builder, spec, split, domain=domain)
   if keep is not None:
     ds = ds.filter(keep)
@@ -128,30 +155,70 @@ def _file_instructions(builder: Any, split: str) -> list[Any] | None:
   return None
 
 
+def _sidecar_files(spec: SidecarStreamSpec, instructions, *,
+                   domain: str) -> list[str]:
+  """The sidecar shard of each TFDS shard, checked against its info."""
+  info = tfds_common.read_sidecar_info(
+      spec.masks_path, tfds_name=spec.tfds_name, split=spec.split,
+      num_examples=None)
+  names = [os.path.basename(os.fspath(fi.filename)) for fi in instructions]
+  unknown = [n for n in names if n not in info["shards"]]
+  if unknown:
+    raise ValueError(
+        f"Domain {domain!r}: {spec.masks_path} was written for other TFDS "
+        f"shards (no masks for {unknown[:2]}). "
+        + tfds_common.sidecar_hint(spec.tfds_name, spec.split))
+  return [tfds_common.sidecar_shard(spec.masks_path, n) for n in names]
+
+
 def _shuffled_epoch_fn(builder: Any, spec: StreamSpec, instructions,
-                       select, keep):
+                       select, keep, *, domain: str):
   """epoch_fn reading the shards in a seed-dependent order."""
   features = builder.info.features
   decoders = _stream_decoders(builder, spec)
-  paths = tf.constant([os.fspath(fi.filename) for fi in instructions])
-  skips = tf.constant([fi.skip for fi in instructions], tf.int64)
-  takes = tf.constant([fi.take for fi in instructions], tf.int64)
+  masks_path = _sidecar(spec)
+  columns = [[os.fspath(fi.filename) for fi in instructions]]
+  if masks_path:
+    columns.append(_sidecar_files(spec, instructions, domain=domain))
+  columns = [tf.constant(c) for c in columns] + [
+      tf.constant([fi.skip for fi in instructions], tf.int64),
+      tf.constant([fi.take for fi in instructions], tf.int64)]
   num_files = len(instructions)
 
-  def read_shard(path, skip, take):
-    return tf.data.TFRecordDataset(path).skip(skip).take(take)
+  def read_shard(path, *rest):
+    skip, take = rest[-2:]
+    records = tf.data.TFRecordDataset(path).skip(skip).take(take)
+    if not masks_path:
+      return records
+    # The tfds_id each record must carry: "<shard file>__<index>".
+    ids = tf.data.Dataset.range(skip, skip + take).map(
+        lambda i: tf.strings.join([
+            tf.strings.split(path, "/")[-1], "__", tf.strings.as_string(i)]))
+    # A short sidecar shard yields empty records, which fail to parse,
+    # instead of silently ending the zip early.
+    masks = tf.data.TFRecordDataset(rest[0]).skip(skip).concatenate(
+        tf.data.Dataset.from_tensors(tf.constant(b"")).repeat()).take(take)
+    return tf.data.Dataset.zip((records, masks, ids))
 
-  def parse(serialized):
+  def parse(serialized, mask_record=None, tfds_id=None):
     ex = features.deserialize_example(serialized, decoders=decoders)
-    return {k: ex[k] for k in (spec.image_key, spec.label_key,
-                               spec.mask_key) if k is not None}
+    out = {k: ex[k] for k in (spec.image_key, spec.label_key,
+                              spec.mask_key)
+           if k is not None and k != SIDECAR_MASK_KEY}
+    if masks_path:
+      rec = tfds_common.parse_sidecar_record(mask_record)
+      with tf.control_dependencies([tf.debugging.assert_equal(
+          rec["tfds_id"], tfds_id, message=f"Domain {domain!r}: "
+          f"{masks_path} is out of step with the TFDS shards. "
+          + tfds_common.sidecar_hint(spec.tfds_name, spec.split))]):
+        out[SIDECAR_MASK_KEY] = tf.identity(rec["mask"])
+    return out
 
   def shuffled_epoch(file_seed):
     order = tf.random.experimental.stateless_shuffle(
         tf.range(num_files, dtype=tf.int64), file_seed)
     files = tf.data.Dataset.from_tensor_slices(
-        (tf.gather(paths, order), tf.gather(skips, order),
-         tf.gather(takes, order)))
+        tuple(tf.gather(c, order) for c in columns))
     ds = files.interleave(read_shard, cycle_length=min(_STREAM_CYCLE,
                                                        num_files),
                           block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
@@ -186,8 +253,17 @@ def stream_epoch_fn(spec: StreamSpec, *, domain: str = ""):
   ordered = _ordered_records(builder, spec, spec.split, domain=domain)
   instructions = _file_instructions(builder, spec.split)
   if instructions:
-    return _shuffled_epoch_fn(builder, spec, instructions, select,
-                              keep), True
+    return _shuffled_epoch_fn(builder, spec, instructions, select, keep,
+                              domain=domain), True
+  masks_path = _sidecar(spec)
+  if masks_path:
+    by_id = tfds_common.sidecar_lookup(
+        masks_path, tfds_common.read_sidecar_info(
+            masks_path, tfds_name=spec.tfds_name, split=spec.split,
+            num_examples=None),
+        tfds_common.sidecar_hint(spec.tfds_name, spec.split))
+    ordered = ordered.map(
+        lambda ex: {**ex, SIDECAR_MASK_KEY: by_id(ex["tfds_id"])})
   logging.warning(
       "Domain %r: streaming %s[%s] without shard shuffling (no tfrecord "
       "file list); each epoch reads the shards in the same order and only "
@@ -254,7 +330,10 @@ def decode_stream_mask(value: tf.Tensor, *, image_size: int,
 
 def _spec(domain: dict[str, Any], builder: Any,
           data_cfg: Any) -> tuple[StreamSpec, int | None]:
-  """The domain's StreamSpec (num_train 1 for now) and num_classes."""
+  """The domain's StreamSpec (num_train 1 for now) and num_classes.
+
+  With masks_path it is a SidecarStreamSpec, its sidecar checked here.
+  """
   name, tfds_name = domain["name"], domain["tfds_name"]
   features = builder.info.features
   tfds_common.check_features(
@@ -268,13 +347,23 @@ def _spec(domain: dict[str, Any], builder: Any,
         class_subsets.read_class_subset(domain["class_subset"]), names=names,
         num_classes=num_classes, what=f"Domain {name!r}"))
     num_classes = len(class_ids)
-  spec = StreamSpec(
+  fields = dict(
       tfds_name=tfds_name, split=domain["split"],
       eval_split=domain["eval_split"], data_dir=data_cfg["data_dir"],
       image_key=domain["image_key"], label_key=domain["label_key"],
       mask_key=domain["mask_key"], class_ids=class_ids, num_train=1,
       image_size=int(data_cfg["image_size"]), resize=domain["resize"])
-  return spec, num_classes
+  masks_path = domain["masks_path"]
+  if not masks_path:
+    return StreamSpec(**fields), num_classes
+  masks_path = tfds_common.expand_path(masks_path)
+  # Start-up check of the sidecar against the whole split's size.
+  tfds_common.read_sidecar_info(
+      masks_path, tfds_name=tfds_name, split=domain["split"],
+      num_examples=tfds_common.split_num_examples(
+          builder, tfds_common.base_split(domain["split"])))
+  fields["mask_key"] = SIDECAR_MASK_KEY
+  return SidecarStreamSpec(**fields, masks_path=masks_path), num_classes
 
 
 def load(domain: dict[str, Any], data_cfg: Any) -> DomainData:
