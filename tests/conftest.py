@@ -60,3 +60,31 @@ def shared_data() -> Path:
     pytest.skip("../shared/data is absent (it ships with the project's CI, "
                 "not with a clone); set MDSSL_SHARED_DATA to run this test.")
   return path
+
+
+@pytest.fixture(scope="session")
+def first_losses():
+  """`losses(config, num_devices, steps=2)`: the first steps' training
+  losses of `config` on a mesh of `num_devices` (1 vs 8 device tests)."""
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from mdssl_jax import sharding as sharding_lib
+  from mdssl_jax import train
+  from mdssl_jax.data import pipeline, sources
+  # pylint: enable=g-import-not-at-top
+
+  def losses(config, num_devices, steps=2):
+    mesh = sharding_lib.make_mesh(num_devices)
+    domains = sources.load_domains(config.data)
+    setup = train.build_setup(config, train.run_shape(config, domains))
+    state = train.create_state(setup, config, sharding_lib.replicated(mesh))
+    step_fn = train.make_train_step(setup, mesh)
+    batches = train.global_batches(
+        pipeline.make_train_iterator(config, domains, start_step=0), mesh)
+    out = []
+    for _ in range(steps):
+      state, metrics = step_fn(state, next(batches))
+      out.append(float(metrics["loss"]))
+    return np.array(out)
+
+  return losses

@@ -20,9 +20,8 @@ import pytest
 from mdssl_jax import checkpoint as ckpt_lib
 from mdssl_jax import config_lib
 from mdssl_jax import presets
-from mdssl_jax import sharding as sharding_lib
 from mdssl_jax import train
-from mdssl_jax.data import pipeline, sources
+from mdssl_jax.data import sources
 
 STEPS = 6
 
@@ -63,37 +62,21 @@ def full(tmp_path_factory):
                                log=read_log(workdir))
 
 
-def _first_losses(config, num_devices, steps=2):
-  """Losses of the first `steps` steps of `config` on `num_devices`."""
-  mesh = sharding_lib.make_mesh(num_devices)
-  domains = sources.load_domains(config.data)
-  setup = train.build_setup(config, train.run_shape(config, domains))
-  state = train.create_state(setup, config, sharding_lib.replicated(mesh))
-  step_fn = train.make_train_step(setup, mesh)
-  batches = train.global_batches(
-      pipeline.make_train_iterator(config, domains, start_step=0), mesh)
-  losses = []
-  for _ in range(steps):
-    state, metrics = step_fn(state, next(batches))
-    losses.append(float(metrics["loss"]))
-  return np.array(losses)
-
-
-def test_one_vs_eight_devices_same_loss_mdssl(full):
+def test_one_vs_eight_devices_same_loss_mdssl(full, first_losses):
   assert jax.device_count() == 8, "conftest forces 8 CPU devices"
   # One device: the trainer's own log of the same config and batches
   # (batches are a pure function of seed and step).
   one = np.array([r["loss"] for r in full.log[:2]])
   with fast_compile():
-    eight = _first_losses(full.config, 8)
+    eight = first_losses(full.config, 8)
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-4)
 
 
-def test_one_vs_eight_devices_same_loss_simclr():
+def test_one_vs_eight_devices_same_loss_simclr(first_losses):
   config = tiny_config("simclr")
   with fast_compile():
-    one = _first_losses(config, 1)
-    eight = _first_losses(config, 8)
+    one = first_losses(config, 1)
+    eight = first_losses(config, 8)
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-4)
 
 

@@ -20,9 +20,7 @@ import pytest
 from mdssl_jax import config_lib
 from mdssl_jax import optim
 from mdssl_jax import presets
-from mdssl_jax import sharding as sharding_lib
 from mdssl_jax import train
-from mdssl_jax.data import pipeline, sources
 from mdssl_jax.evaluation import blocks as blocks_lib
 from mdssl_jax.models import network as network_lib
 from mdssl_jax.models import resnet as resnet_lib
@@ -385,22 +383,7 @@ def test_vit_demo_trains_with_finite_falling_loss(method, demo_losses):
   assert losses[-6:].mean() < losses[:6].mean(), losses
 
 
-def first_losses(config, num_devices, steps=2):
-  mesh = sharding_lib.make_mesh(num_devices)
-  domains = sources.load_domains(config.data)
-  setup = train.build_setup(config, train.run_shape(config, domains))
-  state = train.create_state(setup, config, sharding_lib.replicated(mesh))
-  step_fn = train.make_train_step(setup, mesh)
-  batches = train.global_batches(
-      pipeline.make_train_iterator(config, domains, start_step=0), mesh)
-  losses = []
-  for _ in range(steps):
-    state, metrics = step_fn(state, next(batches))
-    losses.append(float(metrics["loss"]))
-  return np.array(losses)
-
-
-def test_one_vs_eight_devices_same_loss():
+def test_one_vs_eight_devices_same_loss(first_losses):
   assert jax.device_count() == 8, "conftest forces 8 CPU devices"
   # The MoCo v3 recipe on the 2-block test ViT, monitors off and XLA's
   # optimisations off: compile time is what counts here.
