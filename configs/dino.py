@@ -146,6 +146,7 @@ def get_config(arg=None):
   if arg.vit_s16:
     presets.vit_imagenet_data(c, global_batch=1024)
     presets.vit_model(c, "small", patch_size=16, image_size=224)
+    c.model.vit.drop_path_rate = 0.1  # The dino repository's student.
     presets.solo_asymmetric(c, image_size=224)
     epoch = 1_281_167 / 1024  # ImageNet-1k train images / batch.
     c.method_args.update(

@@ -289,7 +289,11 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       "vit": dict(size="small", patch_size=4, image_size=32,
                   pos_embed="learned", pooling="cls",
                   # MoCo v3: keep the random patch projection fixed.
-                  frozen_patch_embed=False)})
+                  frozen_patch_embed=False,
+                  # Stochastic depth of the online encoder in training,
+                  # rising linearly to this rate at the last block (DINO
+                  # ViT-S: 0.1); the EMA target / teacher never drops.
+                  drop_path_rate=0.0)})
   c.projector = ml_collections.ConfigDict({
       "hidden_dims": (2048,), "out_dim": 128, "norm": "batch",
       "last_norm": "none", "activation": "relu"})
@@ -607,6 +611,9 @@ def _model_errors(config: ml_collections.ConfigDict) -> list[str]:
       errors.append(f"model.vit.{key}={value!r}; use one of {valid}.")
   if not isinstance(v.frozen_patch_embed, bool):
     errors.append("model.vit.frozen_patch_embed must be True or False.")
+  if not 0.0 <= v.drop_path_rate < 1.0:
+    errors.append(f"model.vit.drop_path_rate={v.drop_path_rate} must be in "
+                  "[0, 1).")
   p = v.patch_size
   if p < 1:
     return errors + [f"model.vit.patch_size={p} must be ≥ 1."]

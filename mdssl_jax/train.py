@@ -323,9 +323,10 @@ def train_step(state: TrainState, batch: Batch, *,
         target_params=state.target_params,
         target_batch_stats=state.target_batch_stats, buffers=buffers,
         batch=batch, rng=rng, step=state.step)
-    if monitors is None:
-      return method.loss(inputs)
-    return method.loss_with_features(inputs)
+    with method.dropout_from(rng):
+      if monitors is None:
+        return method.loss(inputs)
+      return method.loss_with_features(inputs)
 
   (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
       state.params)

@@ -400,3 +400,29 @@ def test_one_vs_eight_devices_same_loss(first_losses):
   finally:
     jax.config.update("jax_disable_most_optimizations", old)
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-4)
+
+
+def test_stochastic_depth_reaches_training_and_is_seeded(first_losses):
+  """drop_path_rate > 0 changes the online passes (not the ResNet's), the
+  same seed gives the same masks, and rate 0 is the plain program."""
+  config = demo_config("simclr", steps=2)
+  config.model.vit.size = "micro"
+  config.data.per_domain_batch = 8
+  for name in config.monitors:
+    config.monitors[name].enabled = False
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    plain = first_losses(config, 1, steps=1)
+    config.model.vit.drop_path_rate = 0.5
+    config_lib.validate(config)
+    dropped = first_losses(config, 1, steps=1)
+    again = first_losses(config, 1, steps=1)
+  finally:
+    jax.config.update("jax_disable_most_optimizations", old)
+  assert np.isfinite(dropped).all()
+  assert abs(float(dropped[0] - plain[0])) > 1e-4
+  np.testing.assert_array_equal(dropped, again)
+  config.model.vit.drop_path_rate = 1.0
+  with pytest.raises(config_lib.ConfigError, match="drop_path_rate=1.0"):
+    config_lib.validate(config)

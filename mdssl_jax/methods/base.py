@@ -20,6 +20,7 @@ method is one module under ``mdssl_jax/methods/`` registered in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, ClassVar
 
@@ -35,6 +36,8 @@ from mdssl_jax.losses import monitor as monitor_lib
 from mdssl_jax.models import network as network_lib
 
 PyTree = Any
+# Separates the stochastic-depth keys from the step's other randomness.
+_DROPOUT_TAG = 0xD809
 
 
 @dataclasses.dataclass
@@ -77,6 +80,9 @@ class Method:
     self.network = self.build_network()
     # Online features offered during `loss_with_features` (None: not asked).
     self._offered: list[jax.Array] | None = None
+    # Stochastic-depth key of the step being traced (`dropout_from`).
+    self._dropout_key: jax.Array | None = None
+    self._dropout_passes = 0
 
   # ---- declarations ---------------------------------------------------------
 
@@ -143,7 +149,12 @@ class Method:
 
   def init(self, rng: jax.Array, images: jax.Array) -> tuple[PyTree, PyTree]:
     """Returns (params, batch_stats) for a sample batch of images."""
-    variables = self.network.init(rng, images, train=True)
+    # The params draw from `rng` alone, so stochastic depth (whose init
+    # pass needs a "dropout" key) leaves the initialisation unchanged.
+    rngs = rng
+    if self.uses_dropout():
+      rngs = {"params": rng, "dropout": jax.random.fold_in(rng, _DROPOUT_TAG)}
+    variables = self.network.init(rngs, images, train=True)
     return variables["params"], variables.get("batch_stats", {})
 
   def target_subset(self, tree: PyTree) -> PyTree:
@@ -170,6 +181,11 @@ class Method:
     """
     variables = {"params": params, "batch_stats": batch_stats}
     kw = dict(train=train)
+    if train and not target and self._dropout_key is not None:
+      # A fresh key per online pass traced (stochastic depth).
+      self._dropout_passes += 1
+      kw["rngs"] = {"dropout": jax.random.fold_in(self._dropout_key,
+                                                  self._dropout_passes)}
     if stage == "encoder":
       kw["method"] = network_lib.SSLNetwork.features
     else:
@@ -340,6 +356,26 @@ class Method:
     """
     if self._offered is not None:
       self._offered.append(features)
+
+  def uses_dropout(self) -> bool:
+    """Whether training needs a "dropout" rng (ViT stochastic depth)."""
+    model = self.config.model
+    return model.name == "vit" and model.vit.drop_path_rate > 0
+
+  @contextlib.contextmanager
+  def dropout_from(self, rng: jax.Array):
+    """While tracing a step: online training passes draw stochastic-depth
+    masks from keys folded from `rng` (one per pass; none when the model
+    does not use dropout, so other programs are unchanged)."""
+    if not self.uses_dropout():
+      yield
+      return
+    self._dropout_key = jax.random.fold_in(rng, _DROPOUT_TAG)
+    self._dropout_passes = 0
+    try:
+      yield
+    finally:
+      self._dropout_key = None
 
   def loss_with_features(self, inputs: StepInputs
                          ) -> tuple[jax.Array, tuple[StepAux, jax.Array]]:

@@ -119,7 +119,8 @@ def build_encoder(model_cfg: ml_collections.ConfigDict,
     v = model_cfg.vit
     return vit(v.size, patch_size=v.patch_size, image_size=v.image_size,
                pos_embed=v.pos_embed, pooling=v.pooling,
-               frozen_patch_embed=v.frozen_patch_embed, dtype=dtype)
+               frozen_patch_embed=v.frozen_patch_embed,
+               drop_path_rate=v.drop_path_rate, dtype=dtype)
   conv = fast_conv.get_conv(model_cfg.conv_impl)
   return resnet(model_cfg.depth, width_multiplier=model_cfg.width_multiplier,
                 stem=model_cfg.stem, dtype=dtype, norm=model_cfg.norm,
