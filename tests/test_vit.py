@@ -6,6 +6,7 @@ recipe at test size (16 px, 2 domains, the 2-block "micro" ViT) in one
 module-scoped fixture.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -383,43 +384,46 @@ def test_vit_demo_trains_with_finite_falling_loss(method, demo_losses):
   assert losses[-6:].mean() < losses[:6].mean(), losses
 
 
-def test_one_vs_eight_devices_same_loss(first_losses):
-  assert jax.device_count() == 8, "conftest forces 8 CPU devices"
-  # The MoCo v3 recipe on the 2-block test ViT, monitors off and XLA's
-  # optimisations off: compile time is what counts here.
-  config = demo_config("mocov3", steps=2)
+def micro_step_config(method):
+  """`demo_config(method)` on the 2-block test ViT with the monitors off."""
+  config = demo_config(method, steps=2)
   config.model.vit.size = "micro"
   config.data.per_domain_batch = 8
   for name in config.monitors:
     config.monitors[name].enabled = False
+  return config
+
+
+@contextlib.contextmanager
+def unoptimised():
+  """XLA's optimisations off: compile time is what these tests pay for."""
   old = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)
   try:
-    one = first_losses(config, 1)
-    eight = first_losses(config, 8)
+    yield
   finally:
     jax.config.update("jax_disable_most_optimizations", old)
+
+
+def test_one_vs_eight_devices_same_loss(first_losses):
+  assert jax.device_count() == 8, "conftest forces 8 CPU devices"
+  config = micro_step_config("mocov3")
+  with unoptimised():
+    one = first_losses(config, 1)
+    eight = first_losses(config, 8)
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-4)
 
 
 def test_stochastic_depth_reaches_training_and_is_seeded(first_losses):
-  """drop_path_rate > 0 changes the online passes (not the ResNet's), the
-  same seed gives the same masks, and rate 0 is the plain program."""
-  config = demo_config("simclr", steps=2)
-  config.model.vit.size = "micro"
-  config.data.per_domain_batch = 8
-  for name in config.monitors:
-    config.monitors[name].enabled = False
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
+  """drop_path_rate > 0 changes the online passes, the same seed gives the
+  same masks, and rate 0 is the plain program."""
+  config = micro_step_config("simclr")
+  with unoptimised():
     plain = first_losses(config, 1, steps=1)
     config.model.vit.drop_path_rate = 0.5
     config_lib.validate(config)
     dropped = first_losses(config, 1, steps=1)
     again = first_losses(config, 1, steps=1)
-  finally:
-    jax.config.update("jax_disable_most_optimizations", old)
   assert np.isfinite(dropped).all()
   assert abs(float(dropped[0] - plain[0])) > 1e-4
   np.testing.assert_array_equal(dropped, again)
