@@ -243,12 +243,19 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
     f.write(out.getvalue())
 
 
+def _fmt(value: float) -> str:
+  """Integers as such, |x| ≥ 1 with 2 decimals, smaller with 3 digits."""
+  if float(value).is_integer() and abs(value) >= 1:
+    return str(int(value))
+  return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
 def _mean_std(values: Sequence[float]) -> str:
   values = [v for v in values if v is not None and not math.isnan(v)]
   if not values:
     return "—"
   if len(values) == 1:
-    return f"{values[0]:.2f}"
+    return _fmt(values[0])
   return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
 
 
