@@ -63,6 +63,24 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def fast_compile():
+  """A context manager: compile inside it without most XLA optimisations
+  (compile time is what small step-level tests pay for)."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+
+  @contextlib.contextmanager
+  def unoptimised():
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+      yield
+    finally:
+      jax.config.update("jax_disable_most_optimizations", old)
+
+  return unoptimised
+
+
+@pytest.fixture(scope="session")
 def first_losses():
   """`losses(config, num_devices, steps=2)`: the first steps' training
   losses of `config` on a mesh of `num_devices` (1 vs 8 device tests)."""

@@ -6,7 +6,6 @@ other programs are compiled without most XLA optimisations (a few steps of
 a tiny model: compile time is what counts).
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -35,17 +34,6 @@ def tiny_config(method="mdssl", steps=STEPS):
   return c
 
 
-@contextlib.contextmanager
-def fast_compile():
-  """Compiles inside the block without most XLA optimisations."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_disable_most_optimizations", old)
-
-
 def read_log(workdir) -> list[dict]:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
@@ -62,7 +50,8 @@ def full(tmp_path_factory):
                                log=read_log(workdir))
 
 
-def test_one_vs_eight_devices_same_loss_mdssl(full, first_losses):
+def test_one_vs_eight_devices_same_loss_mdssl(full, first_losses,
+                                              fast_compile):
   assert jax.device_count() == 8, "conftest forces 8 CPU devices"
   # One device: the trainer's own log of the same config and batches
   # (batches are a pure function of seed and step).
@@ -72,7 +61,7 @@ def test_one_vs_eight_devices_same_loss_mdssl(full, first_losses):
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-4)
 
 
-def test_one_vs_eight_devices_same_loss_simclr(first_losses):
+def test_one_vs_eight_devices_same_loss_simclr(first_losses, fast_compile):
   config = tiny_config("simclr")
   with fast_compile():
     one = first_losses(config, 1)
@@ -128,8 +117,8 @@ def test_load_for_eval_restores_the_trained_and_earlier_states(full):
 
 
 @pytest.mark.parametrize("every", [1, 1000])
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path,
-                                                              every):
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path, every, fast_compile):
   config = tiny_config(steps=12)
   config.optim.name = "sgd"
   config.optim.warmup_steps = 3

@@ -6,7 +6,6 @@ recipe at test size (16 px, 2 domains, the 2-block "micro" ViT) in one
 module-scoped fixture.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -394,31 +393,21 @@ def micro_step_config(method):
   return config
 
 
-@contextlib.contextmanager
-def unoptimised():
-  """XLA's optimisations off: compile time is what these tests pay for."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_disable_most_optimizations", old)
-
-
-def test_one_vs_eight_devices_same_loss(first_losses):
+def test_one_vs_eight_devices_same_loss(first_losses, fast_compile):
   assert jax.device_count() == 8, "conftest forces 8 CPU devices"
   config = micro_step_config("mocov3")
-  with unoptimised():
+  with fast_compile():
     one = first_losses(config, 1)
     eight = first_losses(config, 8)
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-4)
 
 
-def test_stochastic_depth_reaches_training_and_is_seeded(first_losses):
+def test_stochastic_depth_reaches_training_and_is_seeded(first_losses,
+                                                         fast_compile):
   """drop_path_rate > 0 changes the online passes, the same seed gives the
   same masks, and rate 0 is the plain program."""
   config = micro_step_config("simclr")
-  with unoptimised():
+  with fast_compile():
     plain = first_losses(config, 1, steps=1)
     config.model.vit.drop_path_rate = 0.5
     config_lib.validate(config)
