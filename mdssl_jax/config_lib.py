@@ -106,6 +106,7 @@ _AUGMENT_ODD = dict(flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
                     brightness_mode="multiplicative")
 AUGMENT_KEYS = tuple(_AUGMENT_ODD)
 BRIGHTNESS_MODES = ("multiplicative", "additive")
+EVAL_TRAIN_SPLITS = ("full", "pretraining")
 
 
 class ConfigError(ValueError):
@@ -342,6 +343,10 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       "feature_batch_size": 256,
       "max_train_per_domain": 10_000,
       "max_test_per_domain": 5_000,
+      # Labelled split the evaluators train on when data.domains use a
+      # `fraction` or a `mix`: "full" (the whole dataset, as seed 003's
+      # probes on all of ImageNet) or "pretraining" (the rows pretrained on).
+      "train_split": "full",
   })
   # Named evaluators: name -> {type, <the type's keys>}.
   c.evals = ml_collections.ConfigDict({
@@ -581,6 +586,9 @@ def _core_errors(config: ml_collections.ConfigDict) -> list[str]:
               "max_test_per_domain"):
     if config.eval[key] < 1:
       errors.append(f"eval.{key} must be ≥ 1.")
+  if config.eval.train_split not in EVAL_TRAIN_SPLITS:
+    errors.append(f"eval.train_split={config.eval.train_split!r}; use one "
+                  f"of {EVAL_TRAIN_SPLITS}.")
   for col in ("odd", "even"):
     mode = config.augment[col].brightness_mode
     if mode not in BRIGHTNESS_MODES:

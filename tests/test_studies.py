@@ -121,9 +121,22 @@ def test_domain_fraction_and_mix_composition(tmp_path):
   # The in-distribution A holds exactly the other half of the images.
   rows = lambda x: {r.tobytes() for r in x}
   assert rows(mix_in.train_images) == rows(full.train_images)
-  # Evaluation trains its probes on the labelled (B) rows only.
-  (arrays,) = pipeline.make_eval_arrays(c, [mix_out])
-  assert len(arrays["train_labels"]) == half.num_train
+  # A fraction limits pretraining, not evaluation: probes and the kNN bank
+  # train on B's whole dataset, labelled, in B's label space ...
+  for dom in (half, mix_out):
+    (arrays,) = pipeline.make_eval_arrays(c, [dom])
+    assert len(arrays["train_labels"]) == full.num_train
+    assert (arrays["train_labels"] >= 0).all()
+  # ... unless eval.train_split="pretraining": only B's pretraining rows.
+  c.eval.train_split = "pretraining"
+  for dom in (half, mix_out):
+    (arrays,) = pipeline.make_eval_arrays(c, [dom])
+    assert len(arrays["train_labels"]) == half.num_train
+    np.testing.assert_array_equal(np.sort(arrays["train_labels"]),
+                                  np.sort(half.train_labels))
+  c.eval.train_split = "whole"
+  with pytest.raises(config_lib.ConfigError, match="eval.train_split"):
+    config_lib.validate(c, check_devices=False)
   # One index for the dataset, shared by B and its complement A.
   assert sorted(os.listdir(index_dir)) == [f"digits-n{full.num_train}.npy"]
 

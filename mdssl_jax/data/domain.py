@@ -77,6 +77,12 @@ class DomainData:
     train_masks: optional [N, S, S] float32 saliency masks in [0, 1],
       aligned with train_images by index.
     stream: StreamSpec of a streaming domain, else None.
+    eval_train_images: the labelled split evaluators train on (kNN bank,
+      probes) when it differs from the pretraining split, else None (use
+      train_images): a ``fraction`` or a ``mix`` keeps its whole dataset
+      here, because a fraction limits pretraining, not the evaluation
+      protocol (``config.eval.train_split``).
+    eval_train_labels: labels of eval_train_images (None with it).
   """
   name: str
   train_images: np.ndarray | None
@@ -86,6 +92,8 @@ class DomainData:
   num_classes: int
   train_masks: np.ndarray | None = None
   stream: StreamSpec | None = None
+  eval_train_images: np.ndarray | None = None
+  eval_train_labels: np.ndarray | None = None
 
   def __post_init__(self):
     if self.stream is not None:
@@ -95,7 +103,7 @@ class DomainData:
 
   def _check_stream(self) -> None:
     arrays = [k for k in ("train_images", "train_labels", "test_images",
-                          "test_labels", "train_masks")
+                          "test_labels", "train_masks", "eval_train_images")
               if getattr(self, k) is not None]
     if arrays:
       raise ValueError(f"Domain {self.name!r}: a streaming domain holds no "
@@ -116,6 +124,13 @@ class DomainData:
         raise ValueError(
             f"Domain {self.name!r}: {split}_labels must have shape "
             f"({len(images)},), got {labels.shape}.")
+    if (self.eval_train_images is None) != (self.eval_train_labels is None):
+      raise ValueError(f"Domain {self.name!r}: eval_train_images and "
+                       "eval_train_labels go together.")
+    if self.eval_train_images is not None and (
+        self.eval_train_labels.shape != (len(self.eval_train_images),)):
+      raise ValueError(f"Domain {self.name!r}: eval_train_labels must have "
+                       f"shape ({len(self.eval_train_images)},).")
     if self.train_masks is not None and (
         self.train_masks.shape != self.train_images.shape[:3]):
       raise ValueError(

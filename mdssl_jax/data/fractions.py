@@ -116,6 +116,9 @@ def apply_fraction(dom: DomainData, fraction: Any, seed: int,
                    dataset: str | None = None) -> DomainData:
   """`dom` with only `fraction` of its training split (test unchanged).
 
+  The whole split stays as the domain's evaluation train split
+  (``DomainData.eval_train_images``) unless one is already set.
+
   `dataset` keys the shuffled index (`dataset_id`; None: the domain name).
 
   Raises:
@@ -130,7 +133,10 @@ def apply_fraction(dom: DomainData, fraction: Any, seed: int,
         "hold it in memory (in_memory=True).")
   idx = fraction_indices(dataset or dom.name, dom.num_train, fraction, seed,
                          index_dir)
+  full = dom.eval_train_images is None
   return dataclasses.replace(
       dom, train_images=dom.train_images[idx],
       train_labels=dom.train_labels[idx],
-      train_masks=None if dom.train_masks is None else dom.train_masks[idx])
+      train_masks=None if dom.train_masks is None else dom.train_masks[idx],
+      eval_train_images=dom.train_images if full else dom.eval_train_images,
+      eval_train_labels=dom.train_labels if full else dom.eval_train_labels)

@@ -62,16 +62,19 @@ def _stream_eval_split(dom: DomainData, split: str, max_count: int | None,
 
 def _memory_arrays(d: DomainData, max_train: int | None,
                    max_test: int | None, *, size: int, mean, std,
-                   seed: int) -> dict[str, Any]:
+                   seed: int, full_split: bool) -> dict[str, Any]:
+  images, labels = d.train_images, d.train_labels
+  if full_split and d.eval_train_images is not None:
+    images, labels = d.eval_train_images, d.eval_train_labels
   # Unlabelled rows (label -1: the added sets of a "mix") train only.
-  labelled = np.flatnonzero(d.train_labels >= 0)
-  tr = labelled[class_subsets.subsample_indices(d.train_labels[labelled],
+  labelled = np.flatnonzero(labels >= 0)
+  tr = labelled[class_subsets.subsample_indices(labels[labelled],
                                                 max_train, seed)]
   te = class_subsets.subsample_indices(d.test_labels, max_test, seed + 1)
   return {
       "name": d.name,
-      "train_images": _eval_images(d.train_images[tr], size, mean, std),
-      "train_labels": d.train_labels[tr].astype(np.int32),
+      "train_images": _eval_images(images[tr], size, mean, std),
+      "train_labels": labels[tr].astype(np.int32),
       "test_images": _eval_images(d.test_images[te], size, mean, std),
       "test_labels": d.test_labels[te].astype(np.int32),
       "num_classes": int(d.num_classes),
@@ -95,7 +98,10 @@ def make_eval_arrays(config: Any, domains: Sequence[DomainData], *,
   """Eval-transformed arrays per domain (for linear probes and kNN).
 
   Images are resized to the large-view size (central square) and
-  normalised; never augmented or masked. In-memory domains are subsampled
+  normalised; never augmented or masked. The train split is the domain's
+  whole dataset (``DomainData.eval_train_images``) when a ``fraction`` or
+  ``mix`` narrowed pretraining, unless ``config.eval.train_split`` is
+  "pretraining". In-memory domains are subsampled
   class-stratified and deterministically (data seed). Streaming domains
   read the first ``max_train`` examples of their train split and the first
   ``max_test`` of their ``eval_split`` (TFDS's fixed order, class subset
@@ -104,7 +110,7 @@ def make_eval_arrays(config: Any, domains: Sequence[DomainData], *,
 
   Args:
     config: full config (``data.mean``, ``data.std``, ``views.large.size``,
-      ``data.seed``, ``data.max_in_memory_gb``).
+      ``data.seed``, ``data.max_in_memory_gb``, ``eval.train_split``).
     domains: loaded domains.
     max_train: keep at most this many train images per domain.
     max_test: keep at most this many test images per domain.
@@ -119,6 +125,7 @@ def make_eval_arrays(config: Any, domains: Sequence[DomainData], *,
   mean = tuple(float(m) for m in config.data.mean)
   std = tuple(float(s) for s in config.data.std)
   max_gb = float(config.data.max_in_memory_gb)
+  full_split = config.eval.get("train_split", "full") == "full"
   out = []
   for d in domains:
     if d.is_streaming:
@@ -127,5 +134,6 @@ def make_eval_arrays(config: Any, domains: Sequence[DomainData], *,
     else:
       out.append(_memory_arrays(d, max_train, max_test, size=size,
                                 mean=mean, std=std,
-                                seed=int(config.data.seed)))
+                                seed=int(config.data.seed),
+                                full_split=full_split))
   return out

@@ -15,8 +15,10 @@ source (each with its own ``fraction`` / ``max_train`` / ...). Seed 003
 C (METHODS §6.4); a mix is that union as one domain. Its training split
 is every part's training images, the first part (B) first; the other
 parts' labels are -1 ("unlabelled"): the first part defines the label
-space, the test split and the evaluation's train split (kNN, probes), so
-a run on B ∪ A is scored on B exactly as a run on B. Saliency masks are
+space, the test split and the evaluation's train split (kNN, probes: B's
+whole dataset, or only B's pretraining rows under
+``eval.train_split="pretraining"``), so a run on B ∪ A is scored exactly
+as a run on B. Saliency masks are
 not carried (a mix has none).
 """
 
@@ -82,4 +84,12 @@ def load(domain: dict[str, Any], data_cfg: Any,
       train_images=np.concatenate([p.train_images for p in parts]),
       train_labels=np.concatenate(labels),
       test_images=first.test_images, test_labels=first.test_labels,
-      num_classes=first.num_classes)
+      num_classes=first.num_classes,
+      eval_train_images=_eval_split(first)[0],
+      eval_train_labels=_eval_split(first)[1])
+
+
+def _eval_split(dom: DomainData) -> tuple[np.ndarray, np.ndarray]:
+  if dom.eval_train_images is not None:
+    return dom.eval_train_images, dom.eval_train_labels
+  return dom.train_images, dom.train_labels
