@@ -151,20 +151,25 @@ def fake_batch(config, rng: np.random.Generator,
   return jax.device_put(out, sharding_lib.batch_sharding(mesh))
 
 
-def time_step(config, steps: int, warmup: int) -> dict[str, Any]:
+def time_step(config, steps: int, warmup: int,
+              domains: list[sources.DomainData] | None = None
+              ) -> dict[str, Any]:
   """Compiles and times the trainer's step for one config.
 
   Args:
     config: a validated run config.
     steps: timed steps.
     warmup: untimed steps after compilation.
+    domains: loaded domains, only for the run's shape (schedules); None
+      loads config.data's (the demo domains: slow at 224 px).
 
   Returns:
     dict with compile_s, flops (per step, or None), wall_ms (list),
     cpu_ms (list), others (CPU share of other processes or None), faults
     (minor page faults per timed step).
   """
-  domains = sources.load_domains(config.data)
+  if domains is None:
+    domains = sources.load_domains(config.data)
   setup = train.build_setup(config, train.run_shape(config, domains))
   mesh = sharding_lib.make_mesh(1)  # The default device.
   state = train.create_state(setup, config, sharding_lib.replicated(mesh))

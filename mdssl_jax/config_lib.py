@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import warnings
 from typing import Any
 
@@ -227,6 +228,14 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
       "data_dir": None,  # TFDS data_dir; None: the TFDS default.
       "download": False,  # Let TFDS download missing sets (needs network).
       "per_domain_batch": 32,  # N images per domain per step.
+      # Input shards S: each holds 1/S of every domain (index i of a
+      # domain's train split is in shard i mod S; streaming TFDS domains
+      # read tfds.even_splits) and yields N/S rows of each domain per step.
+      # A process reads only its shards (S/process_count of them); -1: one
+      # per process. The global batch then lists shard 0's D·N/S rows
+      # (domain-major), then shard 1's, ...; fix S to reproduce a run
+      # exactly on another number of hosts.
+      "input_shards": -1,
       "mean": (0.485, 0.456, 0.406),  # [0, 1] units.
       "std": (0.229, 0.224, 0.225),
       "prefetch": 2,
@@ -326,7 +335,13 @@ def get_default_config(method: str = "mdssl") -> ml_collections.ConfigDict:
   # epochs E = C/N and the diversity D = N/C of its N training images.
   c.budget = ml_collections.ConfigDict({"images_seen": -1})
 
-  c.mesh_shape = -1
+  c.mesh_shape = -1  # Devices used (-1: all of them, on every host).
+  # Sharding (mdssl_jax/sharding.py): fsdp = 1 is pure data parallelism;
+  # fsdp = k > 1 shards parameters, optimiser state and the EMA target
+  # over a k-device `fsdp` axis (leaves ≥ fsdp_min_size elements, or as
+  # the (regex, axis | -1 | None) `rules` say); the batch uses all devices.
+  c.mesh = ml_collections.ConfigDict({
+      "fsdp": 1, "fsdp_min_size": 2 ** 14, "rules": ()})
   c.log_every = 50
   c.checkpoint = ml_collections.ConfigDict({
       "every_steps": 1000, "keep": 3, "resume": True, "async_save": True,
@@ -735,14 +750,76 @@ def _pseudo_domain_errors(config: ml_collections.ConfigDict) -> list[str]:
   return errors
 
 
+def input_shards(config: ml_collections.ConfigDict,
+                 process_count: int | None = None) -> int:
+  """S of `config.data.input_shards` (-1: one per process)."""
+  if process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_count = jax.process_count()
+  shards = int(config.data.input_shards)
+  return process_count if shards == -1 else shards
+
+
+def _mesh_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """config.mesh and data.input_shards, without devices."""
+  errors = []
+  mesh = config.mesh
+  if not (isinstance(mesh.fsdp, int) and mesh.fsdp >= 1):
+    errors.append(f"mesh.fsdp={mesh.fsdp!r} must be an integer ≥ 1 (1: "
+                  "pure data parallel).")
+  if mesh.fsdp_min_size < 1:
+    errors.append("mesh.fsdp_min_size must be ≥ 1.")
+  for rule in mesh.rules:
+    ok = (isinstance(rule, (tuple, list)) and len(rule) == 2
+          and isinstance(rule[0], str)
+          and (rule[1] is None or isinstance(rule[1], int)))
+    if ok:
+      try:
+        re.compile(rule[0])
+      except re.error as e:
+        errors.append(f"mesh.rules: bad regex {rule[0]!r}: {e}.")
+    else:
+      errors.append(f"mesh.rules entry {rule!r}: use (regex, axis) with "
+                    "axis an int (-1: the largest divisible) or None "
+                    "(replicated).")
+  shards = config.data.input_shards
+  if shards == 0 or shards < -1:
+    errors.append(f"data.input_shards={shards}; use -1 (one per process) "
+                  "or a positive count.")
+  elif shards > 0 and config.data.per_domain_batch % shards:
+    errors.append(f"data.per_domain_batch={config.data.per_domain_batch} "
+                  f"is not divisible by data.input_shards={shards}: each "
+                  "shard gives N/S rows of every domain per step.")
+  if uses_pseudo_domains(config) and (shards > 1 or mesh.fsdp > 1):
+    errors.append("pseudo-domains (data.domain_labels="
+                  f"{config.data.domain_labels!r}) cluster the whole "
+                  "training set in one process on a data-only mesh: use "
+                  "data.input_shards=-1 on one host and mesh.fsdp=1.")
+  return errors
+
+
 def _batch_errors(config: ml_collections.ConfigDict) -> list[str]:
-  """The global batch must split evenly over the devices of the mesh."""
+  """The global batch must split evenly over the devices and processes."""
   import jax  # pylint: disable=g-import-not-at-top
   available = jax.device_count()
   devices = config.mesh_shape if config.mesh_shape > 0 else available
   if devices > available:
     return [f"mesh_shape={devices} but only {available} devices are "
             "visible; use -1 for all of them."]
+  if config.mesh.fsdp >= 1 and devices % config.mesh.fsdp:
+    return [f"mesh.fsdp={config.mesh.fsdp} does not divide the {devices} "
+            "devices; use a divisor (1: pure data parallel)."]
+  shards, processes = input_shards(config), jax.process_count()
+  if shards < 1:
+    return []  # Reported by _mesh_errors.
+  if shards % processes:
+    return [f"data.input_shards={shards} is not a multiple of the "
+            f"{processes} processes (each reads whole shards); use -1 or "
+            f"a multiple of {processes}."]
+  if config.data.per_domain_batch % shards:
+    return [f"data.per_domain_batch={config.data.per_domain_batch} is not "
+            f"divisible by the {shards} input shards (one per process); "
+            f"use a multiple of {shards}."]
   batch = global_batch(config)
   if batch % devices:
     d = batch_domains(config)
@@ -793,6 +870,7 @@ def validate(config: ml_collections.ConfigDict, *,
   errors += data_errors or sources.missing_sources(config.data)
   errors += _core_errors(config)
   errors += _pseudo_domain_errors(config)
+  errors += _mesh_errors(config)
   errors += _evaluator_errors(config)
   if check_devices:
     errors += _batch_errors(config)

@@ -40,7 +40,22 @@ _INIT_ONLY = flags.DEFINE_bool(
     "initialisation (config.seed) and write results.json, the baseline a "
     "trained run is compared with.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (multi-host).")
+    "distributed", False, "Multi-host: call jax.distributed.initialize(), "
+    "which finds the coordinator itself on Cloud TPU pods, SLURM and Open "
+    "MPI. Every process runs the same command with the same --workdir (a "
+    "file system all hosts share).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host without auto-detection: "
+    "HOST:PORT of process 0 (implies --distributed; needs --num_processes "
+    "and --process_id).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "Multi-host: this process's index in "
+    "[0, num_processes).")
+_LOCAL_DEVICES = flags.DEFINE_list(
+    "local_device_ids", None, "Multi-host: this process's accelerators "
+    "(e.g. 0,1,2,3); default: all visible.")
 
 
 def default_workdir(config_path: str, now: datetime.datetime | None = None
@@ -79,12 +94,18 @@ def main(argv) -> None:
   # Imported late so --help stays fast and TF is configured first.
   from mdssl_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from mdssl_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from mdssl_jax import distributed  # pylint: disable=g-import-not-at-top
   from mdssl_jax import train  # pylint: disable=g-import-not-at-top
   from mdssl_jax.data import sources  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+  try:
+    distributed.initialize(
+        auto=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+        local_device_ids=_LOCAL_DEVICES.value)
+  except ValueError as e:
+    sys.exit(cli.error_line(e))
   workdir = _WORKDIR.value
   if workdir is None:
     workdir = default_workdir(config_flags.get_config_filename(

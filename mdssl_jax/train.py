@@ -51,6 +51,7 @@ from mdssl_jax import resources
 from mdssl_jax import sharding as sharding_lib
 from mdssl_jax import workdir as workdir_lib
 from mdssl_jax.data import pipeline, sources
+from mdssl_jax.data import shards as shards_lib
 from mdssl_jax.evaluation import report
 from mdssl_jax.evaluation import results_log
 from mdssl_jax.evaluation.features import FeatureExtractor
@@ -111,7 +112,23 @@ def index_dir(workdir: str) -> str:
 def run_shape(config: ml_collections.ConfigDict,
               domains: list[sources.DomainData]) -> config_lib.RunShape:
   """`config_lib.run_shape` for the training images of `domains`."""
-  return config_lib.run_shape(config, sum(d.num_train for d in domains))
+  return config_lib.run_shape(config,
+                              sum(d.global_num_train for d in domains))
+
+
+def load_held(config: ml_collections.ConfigDict,
+              workdir: str) -> shards_lib.Held:
+  """This process's input shards of every configured domain.
+
+  Each process loads the domains (a streaming one opens only its
+  `tfds.even_splits` part) and keeps its `config.data.input_shards` share
+  (`data.shards`); one shard is the whole data.
+  """
+  total = config_lib.input_shards(config)
+  held = shards_lib.held_shards(total, jax.process_index(),
+                                jax.process_count())
+  domains = sources.load_domains(config.data, index_dir(workdir))
+  return shards_lib.Held.split(domains, total, held)
 
 
 def class_counts(domains: list[sources.DomainData]) -> tuple[int, ...]:
@@ -214,13 +231,35 @@ def create_state(setup: Setup, config: ml_collections.ConfigDict,
 
 
 def abstract_state(setup: Setup, config: ml_collections.ConfigDict,
-                   sharding: jax.sharding.Sharding | None = None
-                   ) -> TrainState:
-  """The state's shapes and dtypes (placed with `sharding`), not computed."""
+                   sharding: Any = None) -> TrainState:
+  """The state's shapes and dtypes, not computed.
+
+  Args:
+    setup: the run's setup.
+    config: the run config.
+    sharding: one Sharding for every leaf, a TrainState of them
+      (`state_sharding`), or None.
+  """
   shapes = jax.eval_shape(functools.partial(init_state, setup, config))
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      shapes)
+  if sharding is None or isinstance(sharding, jax.sharding.Sharding):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=sharding), shapes)
+  return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=sh), shapes, sharding)
+
+
+def state_sharding(setup: Setup, config: ml_collections.ConfigDict,
+                   mesh: jax.sharding.Mesh) -> TrainState:
+  """Where each state leaf lives: replicated, or by `config.mesh`'s FSDP
+  rules (`sharding.state_shardings`; the EMA target and the optimiser
+  moments follow the parameters, whose paths and shapes they share)."""
+  return sharding_lib.state_shardings(abstract_state(setup, config), mesh,
+                                      config.mesh)
+
+
+def _mesh_of(sharding: Any) -> jax.sharding.Mesh:
+  return jax.tree.leaves(sharding, is_leaf=lambda x: isinstance(
+      x, jax.sharding.Sharding))[0].mesh
 
 
 def restore_or_init(setup: Setup, config: ml_collections.ConfigDict,
@@ -228,18 +267,19 @@ def restore_or_init(setup: Setup, config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> TrainState:
   """The newest checkpoint's state (config.checkpoint.resume), else a new one.
 
-  Either way the state is replicated over `mesh`. A checkpoint without
+  Either way the state is placed over `mesh` by `state_sharding`
+  (whatever mesh the checkpoint was written from). A checkpoint without
   monitor state (written with every monitor off, or before monitors
   existed) resumes with the monitors enabled now started afresh.
 
   Raises:
     ckpt_lib.CheckpointError: the newest checkpoint cannot be restored.
   """
-  replicated = sharding_lib.replicated(mesh)
+  placement = state_sharding(setup, config, mesh)
   if not (config.checkpoint.resume
           and checkpointer.latest_step() is not None):
-    return create_state(setup, config, replicated)
-  state, meta = restore_state(checkpointer, setup, config, replicated)
+    return create_state(setup, config, placement)
+  state, meta = restore_state(checkpointer, setup, config, placement)
   logging.info("Resuming from step %d (%s).", int(state.step), meta)
   return state
 
@@ -259,17 +299,19 @@ def restore_state(checkpointer: ckpt_lib.Checkpointer, setup: Setup,
     checkpointer: the workdir's checkpointer.
     setup: the run's setup.
     config: the run config.
-    sharding: where the restored arrays go.
+    sharding: where the restored arrays go: one Sharding, or a TrainState
+      of them (`state_sharding`).
     step: checkpoint step; None: the latest.
 
   Raises:
     ckpt_lib.CheckpointError: the checkpoint cannot be restored.
   """
   abstract = abstract_state(setup, config, sharding)
+  replicated = sharding_lib.replicated(_mesh_of(sharding))
   key = online_monitors.MONITOR_KEY
   step = checkpointer.latest_step() if step is None else step
   saved = (None if step is None else
-           checkpointer.saved_subtree(step, ("buffers", key), sharding))
+           checkpointer.saved_subtree(step, ("buffers", key), replicated))
   wanted = abstract.buffers.get(key)
   if (saved is None) == (wanted is None) and (
       saved is None or _leaf_specs(saved) == _leaf_specs(wanted)):
@@ -286,7 +328,7 @@ def restore_state(checkpointer: ckpt_lib.Checkpointer, setup: Setup,
     return state, meta
   logging.info("The checkpoint has no usable monitor state; the online "
                "monitors start afresh.")
-  fresh = jax.device_put(setup.monitors.init(), sharding)
+  fresh = jax.device_put(setup.monitors.init(), replicated)
   return state.replace(buffers={**state.buffers, key: fresh}), meta
 
 
@@ -367,16 +409,19 @@ def train_step(state: TrainState, batch: Batch, *,
   return new_state, metrics
 
 
-def make_train_step(setup: Setup, mesh: jax.sharding.Mesh) -> StepFn:
+def make_train_step(setup: Setup, mesh: jax.sharding.Mesh,
+                    placement: TrainState | None = None) -> StepFn:
   """`train_step` jitted over `mesh`: (state, batch) -> (state, metrics).
 
-  The state and metrics are replicated, the batch is split on its leading
-  axis over the mesh, and the input state is donated (do not reuse it).
+  The state stays where `placement` (`state_sharding`; None: replicated)
+  puts it, metrics are replicated, the batch is split on its leading axis
+  over every device, and the input state is donated (do not reuse it).
   """
   replicated = sharding_lib.replicated(mesh)
+  placement = replicated if placement is None else placement
   return jax.jit(functools.partial(train_step, setup=setup),
-                 in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+                 in_shardings=(placement, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=(placement, replicated), donate_argnums=0)
 
 
 def global_batches(it: Iterator[dict[str, np.ndarray]],
@@ -562,11 +607,33 @@ def evaluate_state(config: ml_collections.ConfigDict, setup: Setup,
   if extractor is None:
     placed = jax.tree.leaves(state.params)[0].sharding
     extractor = make_extractor(config, setup, getattr(placed, "mesh", None))
+  procs = jax.process_count()
+  if procs > 1:
+    _check_multiprocess_evals(config)
+  # On several processes each embeds its own rows (its input shards) and
+  # the extractor gathers the features; the labels are gathered here.
   per_domain = pipeline.make_eval_arrays(
-      config, domains, max_train=config.eval.max_train_per_domain,
-      max_test=config.eval.max_test_per_domain)
+      config, domains, max_train=-(-config.eval.max_train_per_domain // procs),
+      max_test=-(-config.eval.max_test_per_domain // procs))
+  if procs > 1:
+    for d in per_domain:
+      for split in ("train", "test"):
+        d[f"{split}_labels"] = sharding_lib.allgather_rows(
+            d[f"{split}_labels"])
   return run_suite(config, extractor, state.params, state.batch_stats,
                    per_domain)
+
+
+def _check_multiprocess_evals(config: ml_collections.ConfigDict) -> None:
+  """Evaluators that re-encode images need every image on one host."""
+  bad = [name for name, e in config.evals.items()
+         if e.type == "finetune" or e.get("augment", "none") != "none"]
+  if bad:
+    raise ValueError(
+        f"evals {bad} re-encode images, which live on one host each under "
+        "multi-host training; run them afterwards on one host with "
+        "`python -m mdssl_jax.evaluate --workdir=RUN`, or drop them from "
+        "config.evals for the training run.")
 
 
 def _write_eval_scalars(writer: metric_writers.MetricWriter, step: int,
@@ -765,19 +832,25 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   changes = (workdir_lib.resume_changes(config, workdir, latest)
              if is_main and latest is not None else {})
 
-  mesh = sharding_lib.make_mesh(config.mesh_shape)
-  domains = sources.load_domains(config.data, index_dir(workdir))
+  mesh = sharding_lib.mesh_from_config(config)
+  held = load_held(config, workdir)
+  domains = held.merged()  # This process's rows of every domain.
   setup = build_setup(config, run_shape(config, domains),
                       class_counts(domains))
   shape = setup.shape
   logging.info("method=%s domains=%s global_batch=%d total_steps=%d "
-               "warmup=%d devices=%d", config.method,
-               [d.name for d in domains], shape.global_batch,
-               shape.total_steps, shape.warmup_steps, mesh.size)
+               "warmup=%d devices=%d processes=%d input_shards=%d",
+               config.method, [d.name for d in domains], shape.global_batch,
+               shape.total_steps, shape.warmup_steps, mesh.size,
+               jax.process_count(), held.total)
   if is_main:
     print("budget: C = {images_seen} images seen, N = {unique_images} "
           "unique, E = {epochs:.4g} epochs, D = N/C = {diversity:.4g}"
           .format(**shape.budget()), flush=True)
+  placement = state_sharding(setup, config, mesh)
+  if config.mesh.fsdp > 1:
+    logging.info("FSDP: %s.", sharding_lib.summary(
+        abstract_state(setup, config), placement))
   state = restore_or_init(setup, config, checkpointer, mesh)
   start_step = int(state.step)
   jsonl = None
@@ -812,15 +885,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return global_batches(
         pipeline.make_train_iterator(
             config, domains, start_step=step,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            pseudo_table=None if rounds is None else rounds.table(state)),
+            pseudo_table=None if rounds is None else rounds.table(state),
+            held=held),
         mesh)
 
   end_step = shape.total_steps
   if max_steps_this_run is not None:
     end_step = min(end_step, start_step + max_steps_this_run)
-  step_fn = make_train_step(setup, mesh)
+  step_fn = make_train_step(setup, mesh, placement)
   t_start = time.time()
   # Pseudo-domains re-cluster between segments; otherwise one segment.
   for a, b in (pseudo_domains.segments(setup.pseudo_steps or (), start_step,

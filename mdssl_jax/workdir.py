@@ -40,7 +40,8 @@ HISTORY_FILE = "config_history.jsonl"
 # predictor, seed, data domains and batch, views, augment, optim, ema,
 # compute_dtype, ...) is refused unless checkpoint.allow_changes names it.
 FREE_KEYS = ("total_steps", "total_epochs", "budget", "eval", "evals",
-             "log_every", "checkpoint", "mesh_shape", "keep_host_memory",
+             "log_every", "checkpoint", "mesh_shape", "mesh",
+             "keep_host_memory",
              "data.prefetch", "data.num_parallel_calls", "data.data_dir",
              "data.download", "model.conv_impl")
 

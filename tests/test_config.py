@@ -35,7 +35,8 @@ def test_default_config_validates():
 def test_eval_suite_keys_and_named_evaluators():
   c = config_lib.get_default_config()
   assert set(c.eval) == {"every_steps", "at_end", "feature_batch_size",
-                         "max_train_per_domain", "max_test_per_domain"}
+                         "max_train_per_domain", "max_test_per_domain",
+                         "train_split"}
   assert dict(c.evals.knn) == {"type": "knn", "k": 20, "temperature": 0.07,
                                "chunk_size": 0, "label_fraction": 1.0,
                                "subset_seed": 0}

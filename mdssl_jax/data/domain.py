@@ -43,6 +43,8 @@ class StreamSpec:
     image_size: config.data.image_size (images smaller than this are
       zero-padded to it when ``resize`` is "pad", as in memory).
     resize: "pad" or "resize".
+    shard: (s, S): read only input shard s of S of ``split``
+      (``tfds.even_splits``), or None for the whole split.
   """
   tfds_name: str
   split: str
@@ -55,6 +57,7 @@ class StreamSpec:
   num_train: int
   image_size: int
   resize: str = "pad"
+  shard: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass
@@ -83,6 +86,8 @@ class DomainData:
       here, because a fraction limits pretraining, not the evaluation
       protocol (``config.eval.train_split``).
     eval_train_labels: labels of eval_train_images (None with it).
+    total_train: training examples over all input shards when this is
+      one process's shard (``data.shards``), else None (= num_train).
   """
   name: str
   train_images: np.ndarray | None
@@ -94,6 +99,7 @@ class DomainData:
   stream: StreamSpec | None = None
   eval_train_images: np.ndarray | None = None
   eval_train_labels: np.ndarray | None = None
+  total_train: int | None = None
 
   def __post_init__(self):
     if self.stream is not None:
@@ -143,6 +149,11 @@ class DomainData:
     if self.stream is not None:
       return self.stream.image_size
     return int(self.train_images.shape[1])
+
+  @property
+  def global_num_train(self) -> int:
+    """Training examples over every input shard (N of the budget)."""
+    return self.num_train if self.total_train is None else self.total_train
 
   @property
   def is_streaming(self) -> bool:

@@ -40,8 +40,12 @@ def _batch_shards(sharding: jax.sharding.NamedSharding) -> int:
 class FeatureExtractor:
   """Embeds image arrays in fixed-size batches with `features_fn`.
 
-  Single-process only: each padded batch is built on the host and placed
-  with `sharding` (if given), so every device in it must be addressable.
+  Each padded batch is built on the host and placed with `sharding` (if
+  given). On several processes (`jax.distributed`) each process passes its
+  own rows: every batch takes batch/P rows from each process
+  (`jax.make_array_from_process_local_data`), the features are gathered
+  to every host, and the call returns the features of all processes' rows
+  in process order (gather labels likewise: `sharding.allgather_rows`).
 
   Attributes:
     features_fn: the wrapped (un-jitted, differentiable) function.
@@ -106,7 +110,8 @@ class FeatureExtractor:
         batch).
 
     Returns:
-      [n, F] float32 NumPy features, row i from images[i].
+      [n, F] float32 NumPy features, row i from images[i] (several
+      processes: [Σ n_p, F], process 0's rows first).
 
     Raises:
       ValueError: for images without a batch axis or a `features_fn` whose
@@ -118,6 +123,8 @@ class FeatureExtractor:
       raise ValueError(
           f"images must have a leading batch axis, e.g. [n, H, W, 3]; got "
           f"shape {images.shape}.")
+    if self.sharding is not None and jax.process_count() > 1:
+      return self._gathered(params, batch_stats, images)
     n = images.shape[0]
     batch = self._batch_for(n)
     dim = self._out_dim(params, batch_stats, (batch,) + images.shape[1:])
@@ -145,3 +152,26 @@ class FeatureExtractor:
     while in_flight:
       fetch_oldest()
     return feats
+
+  def _gathered(self, params: Any, batch_stats: Any,
+                images: np.ndarray) -> np.ndarray:
+    """`__call__` over several processes (see the class docstring)."""
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    procs = jax.process_count()
+    counts = np.asarray(multihost_utils.process_allgather(
+        np.asarray([images.shape[0]], np.int64))).reshape(-1)
+    batch = self._batch_for(int(counts.max()) * procs)
+    local = batch // procs
+    dim = self._out_dim(params, batch_stats, (batch,) + images.shape[1:])
+    steps = -(-int(counts.max()) // local)
+    out = np.empty((procs, steps * local, dim), np.float32)
+    for t in range(steps):
+      chunk = np.zeros((local,) + images.shape[1:], np.float32)
+      rows = images[t * local:(t + 1) * local]
+      chunk[:len(rows)] = rows
+      x = jax.make_array_from_process_local_data(self.sharding, chunk)
+      feats = multihost_utils.process_allgather(
+          self._fn(params, batch_stats, x), tiled=True)
+      out[:, t * local:(t + 1) * local] = np.asarray(
+          feats, np.float32).reshape(procs, local, dim)
+    return np.concatenate([out[p, :c] for p, c in enumerate(counts)])

@@ -109,25 +109,29 @@ class MDSSL(base.Method):
     """Both views' projections under `bn_groups`.
 
     Returns:
-      (z1 [D·N, d], z2 [D·N, d], updated batch_stats); row d·N + i is image
-      i of domain d, as in the batch.
+      (z1 [D·N, d], z2 [D·N, d], updated batch_stats), rows as in the
+      batch.
     """
     if not self.bn_per_domain():
       return simclr.two_view_projections(self, inputs)
     num_domains = config_lib.batch_domains(self.config)
-    # One group per domain (its 2N rows, view-major) or per (domain, view).
+    shards = config_lib.input_shards(self.config)
+    # Rows are (input shard, domain, n) (`data.input_shards`; one shard:
+    # domain-major). One group per domain (its 2N rows, view-major) or per
+    # (domain, view).
     per_view = self.config.model.view_batch_stats == "per_view"
     groups = einops.rearrange(
         inputs.batch["large"],
-        "(d n) v h w c -> " + ("(d v) n" if per_view else "d (v n)")
-        + " h w c", d=num_domains)
+        "(s d n) v h w c -> " + ("(d v) (s n)" if per_view else "d (v s n)")
+        + " h w c", d=num_domains, s=shards)
     out, batch_stats = self.encode_groups(
         inputs.params, inputs.batch_stats, groups,
         remat=self.args.encode_domains_separately)
-    # Either grouping lists domain d's rows as [(v n)], view-major.
+    # Either grouping lists domain d's rows as [(v s n)], view-major.
     def by_view(x):  # [G, n, ...] in domain groups -> [2, D·N, ...].
       x = x.reshape((num_domains, -1) + x.shape[2:])
-      return einops.rearrange(x, "d (v n) ... -> v (d n) ...", v=2)
+      return einops.rearrange(x, "d (v s n) ... -> v (s d n) ...", v=2,
+                              s=shards)
     z = by_view(out["proj"])
     self.offer_features(by_view(out["features"])[0])
     return z[0], z[1], batch_stats

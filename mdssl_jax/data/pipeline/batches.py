@@ -9,6 +9,7 @@ them in row order.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from mdssl_jax import cli
 from mdssl_jax import config_lib
+from mdssl_jax.data import shards as shards_lib
 from mdssl_jax.data.domain import DomainData
 from mdssl_jax.data.pipeline import memory as memory_lib
 from mdssl_jax.data.pipeline import pseudo as pseudo_lib
@@ -102,10 +104,7 @@ def _step_batch_fn(blocks: list[Block],
   return step_batch
 
 
-def _finish(ds: tf.data.Dataset, step_batch, config: Any
-            ) -> tf.data.Dataset:
-  ds = ds.map(step_batch, num_parallel_calls=settings_lib.parallel_calls(
-      config), deterministic=True)
+def _finish(ds: tf.data.Dataset, config: Any) -> tf.data.Dataset:
   options = tf.data.Options()
   options.deterministic = True
   ds = ds.with_options(options)
@@ -145,14 +144,17 @@ def _pseudo_dataset(config: Any, domains: Sequence[DomainData],
   memory = memory_lib.MemoryRows(domains, s)
   fn = pseudo_lib.step_fn(memory, s, table, num_domains=num_domains, lo=lo,
                           hi=hi, ignored=config.pseudo_domains.ignored)
-  return _finish(tf.data.Dataset.range(start_step, settings_lib.NO_END), fn,
-                 config)
+  ds = tf.data.Dataset.range(start_step, settings_lib.NO_END).map(
+      fn, num_parallel_calls=settings_lib.parallel_calls(config),
+      deterministic=True)
+  return _finish(ds, config)
 
 
 def make_train_dataset(config: Any, domains: Sequence[DomainData], *,
                        start_step: int, process_index: int = 0,
                        process_count: int = 1,
-                       pseudo_table: pseudo_lib.Table | None = None
+                       pseudo_table: pseudo_lib.Table | None = None,
+                       held: shards_lib.Held | None = None
                        ) -> tf.data.Dataset:
   """The infinite tf.data stream behind :func:`make_train_iterator`.
 
@@ -160,18 +162,24 @@ def make_train_dataset(config: Any, domains: Sequence[DomainData], *,
     config: full config (``seed``, ``data``, ``views``, ``augment``,
       ``saliency``, ``pseudo_domains``).
     domains: loaded domains (in-memory ones sharing one image size;
-      streaming ones in any mix).
+      streaming ones in any mix); not read when `held` is given.
     start_step: index of the first step to produce (resume point).
     process_index: this process's index.
-    process_count: number of processes sharing the global batch.
+    process_count: number of processes sharing the global batch (rows
+      [lo, hi) of the D·N layout each; only without `held`).
     pseudo_table: the pseudo-domain table in force from `start_step` on
       (needed iff config.data.domain_labels != "given"; `pipeline.pseudo`).
+    held: this process's input shards (`data.shards`): each yields N/S
+      rows of every domain per step, from its own seeded streams, and the
+      process's batch is its shards' rows in shard order.
 
   Returns:
     tf.data.Dataset of per-process batch dicts (see the package docstring);
     element k is the batch of step start_step + k.
   """
   cli.hide_gpus_from_tf()  # tf.data only: keep TF off the accelerators.
+  if held is not None and held.total > 1:
+    return _sharded_dataset(config, held, start_step=start_step)
   _check_domains(domains)
   if config_lib.uses_pseudo_domains(config):
     return _pseudo_dataset(config, domains, pseudo_table,
@@ -182,6 +190,44 @@ def make_train_dataset(config: Any, domains: Sequence[DomainData], *,
                          process_index=process_index,
                          process_count=process_count)
   s = settings_lib.from_config(config, domains)
+  return _finish(_rows_dataset(config, domains, s, lo, hi,
+                               start_step=start_step), config)
+
+
+def _sharded_dataset(config: Any, held: shards_lib.Held, *,
+                     start_step: int) -> tf.data.Dataset:
+  """Every held shard's stream of N/S rows per domain, concatenated."""
+  if config_lib.uses_pseudo_domains(config):
+    raise ValueError("Pseudo-domain batches take one input shard "
+                     "(data.input_shards=-1 on one host).")
+  per_domain = int(config.data.per_domain_batch)
+  if per_domain % held.total:
+    raise ValueError(f"data.per_domain_batch={per_domain} is not divisible "
+                     f"by the {held.total} input shards.")
+  parts = []
+  for shard, domains in sorted(held.domains.items()):
+    _check_domains(domains)
+    s = settings_lib.from_config(config, domains)
+    s = dataclasses.replace(
+        s, per_domain=per_domain // held.total,
+        base=settings_lib.fold_seed(s.base, settings_lib.TAG_SHARD, shard))
+    ds = _rows_dataset(config, domains, s, 0, len(domains) * s.per_domain,
+                       start_step=start_step)
+    # Local indices i of shard s are dataset indices i·S + s.
+    parts.append(ds.map(lambda b, shard=shard: {
+        **b, "index": b["index"] * held.total + shard}))
+  if len(parts) == 1:
+    return _finish(parts[0], config)
+  ds = tf.data.Dataset.zip(tuple(parts)).map(
+      lambda *bs: {k: tf.concat([b[k] for b in bs], 0) for k in bs[0]})
+  return _finish(ds, config)
+
+
+def _rows_dataset(config: Any, domains: Sequence[DomainData],
+                  s: settings_lib.Settings, lo: int, hi: int, *,
+                  start_step: int) -> tf.data.Dataset:
+  """Rows [lo, hi) of the domains' D·s.per_domain layout, per step."""
+  per_domain = s.per_domain
   blocks = _row_blocks(domains, per_domain, lo, hi)
   streams = [
       streaming.stream_views(config, domains[d], domain=d, rows=(i0, i1),
@@ -195,14 +241,17 @@ def make_train_dataset(config: Any, domains: Sequence[DomainData], *,
   ds = tf.data.Dataset.range(start_step, settings_lib.NO_END)
   if streams:
     ds = tf.data.Dataset.zip((ds, *streams))
-  return _finish(ds, _step_batch_fn(blocks, memory, s, domain_ids,
-                                    len(domains) * per_domain), config)
+  step_batch = _step_batch_fn(blocks, memory, s, domain_ids,
+                              len(domains) * per_domain)
+  return ds.map(step_batch, num_parallel_calls=settings_lib.parallel_calls(
+      config), deterministic=True)
 
 
 def make_train_iterator(config: Any, domains: Sequence[DomainData], *,
                         start_step: int, process_index: int = 0,
                         process_count: int = 1,
-                        pseudo_table: pseudo_lib.Table | None = None
+                        pseudo_table: pseudo_lib.Table | None = None,
+                        held: shards_lib.Held | None = None
                         ) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator of per-process training batches from ``start_step``.
 
@@ -215,6 +264,7 @@ def make_train_iterator(config: Any, domains: Sequence[DomainData], *,
     process_index: this process's index.
     process_count: number of processes sharing the global batch.
     pseudo_table: the pseudo-domain table (see `make_train_dataset`).
+    held: this process's input shards (see `make_train_dataset`).
 
   Returns:
     Iterator of dicts of NumPy arrays with B = D·N / process_count rows:
@@ -225,5 +275,5 @@ def make_train_iterator(config: Any, domains: Sequence[DomainData], *,
   """
   return iter(make_train_dataset(
       config, domains, start_step=start_step, process_index=process_index,
-      process_count=process_count,
-      pseudo_table=pseudo_table).as_numpy_iterator())
+      process_count=process_count, pseudo_table=pseudo_table,
+      held=held).as_numpy_iterator())

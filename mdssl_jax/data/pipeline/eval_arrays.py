@@ -30,7 +30,8 @@ def _stream_eval_split(dom: DomainData, split: str, max_count: int | None,
                        what: str) -> tuple[np.ndarray, np.ndarray]:
   """The first max_count examples of a streamed split, eval-transformed."""
   spec = dom.stream
-  ds = tfds_streaming.stream_records(spec, split, domain=dom.name)
+  ds = tfds_streaming.stream_records(
+      spec, tfds_streaming.shard_split(spec, split), domain=dom.name)
   if max_count is not None:
     ds = ds.take(max_count)
 

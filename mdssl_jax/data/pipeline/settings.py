@@ -21,6 +21,7 @@ from mdssl_jax.data.pipeline import views
 TAG_PERM, TAG_VIEWS, TAG_SALIENCY = 1, 2, 3
 TAG_STREAM_ORDER, TAG_STREAM_VIEWS, TAG_STREAM_SALIENCY = 4, 5, 6
 TAG_PSEUDO = 7  # Pseudo-domain draws (pipeline/pseudo.py).
+TAG_SHARD = 8  # Each input shard's own streams (data.input_shards > 1).
 NO_END = np.iinfo(np.int64).max
 
 

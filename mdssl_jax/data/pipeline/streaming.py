@@ -24,15 +24,14 @@ from mdssl_jax.data.sources import tfds_streaming
 _fold = settings_lib.fold_seed
 
 
-def _records(config: Any, dom: DomainData, domain: int,
-             start_step: int) -> tf.data.Dataset:
+def _records(config: Any, dom: DomainData, domain: int, start_step: int,
+             per_domain: int) -> tf.data.Dataset:
   """(stream position, record) pairs from step start_step on.
 
   Starting at start_step skips whole epochs for free and then
   ``(start_step·N) mod n`` records of the current epoch (read and parsed,
   not decoded).
   """
-  per_domain = int(config.data.per_domain_batch)
   n = int(dom.stream.num_train)
   buffer = int(config.data.shuffle_buffer)
   epoch_fn, _ = tfds_streaming.stream_epoch_fn(dom.stream, domain=dom.name)
@@ -114,7 +113,7 @@ def stream_views(config: Any, dom: DomainData, *, domain: int,
     config: full config (``seed``, ``data``).
     dom: the streaming domain.
     domain: its index d among the domains.
-    rows: this process's rows [lo, hi) of the domain's N.
+    rows: this process's rows [lo, hi) of the domain's s.per_domain.
     start_step: first step.
     s: step-wide settings.
 
@@ -126,7 +125,7 @@ def stream_views(config: Any, dom: DomainData, *, domain: int,
     "index" [r] int64 stream positions.
   """
   per_domain = s.per_domain
-  ds = _records(config, dom, domain, start_step)
+  ds = _records(config, dom, domain, start_step, per_domain)
   lo, hi = rows
   if (lo, hi) != (0, per_domain):
     ds = ds.filter(lambda p, rec: tf.logical_and(p % per_domain >= lo,

@@ -232,6 +232,37 @@ def _shuffled_epoch_fn(builder: Any, spec: StreamSpec, instructions,
   return shuffled_epoch
 
 
+def shard_split(spec: StreamSpec, split: str) -> Any:
+  """`split` (spec.split or spec.eval_split), or its input shard
+  (``tfds.even_splits``) when the spec is one process's shard."""
+  if spec.shard is None:
+    return split
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  index, count = spec.shard
+  return tfds.even_splits(split, n=count)[index]
+
+
+def shard_num_train(spec: StreamSpec, domain: str = "") -> int:
+  """Training examples in the spec's input shard (a pass over the shard
+  when a class subset makes the dataset info's count useless).
+
+  Raises:
+    ValueError: the shard is empty.
+  """
+  split = shard_split(spec, spec.split)
+  n = None
+  if spec.class_ids is None:
+    builder = tfds_common.builder(spec.tfds_name, spec.data_dir, domain)
+    n = tfds_common.split_num_examples(builder, split)
+  if n is None:
+    n = count_stream_examples(spec, split, domain=domain)
+  if n == 0:
+    raise ValueError(f"Domain {domain!r}: input shard {spec.shard} of "
+                     f"{spec.split!r} has no examples; lower "
+                     "data.input_shards.")
+  return int(n)
+
+
 def stream_epoch_fn(spec: StreamSpec, *, domain: str = ""):
   """A function giving one training pass (epoch) for a per-epoch seed.
 
@@ -239,7 +270,8 @@ def stream_epoch_fn(spec: StreamSpec, *, domain: str = ""):
   tf.data ops, so it can run inside ``Dataset.flat_map`` over epoch numbers.
 
   Args:
-    spec: the domain's StreamSpec (reads ``spec.split``).
+    spec: the domain's StreamSpec (reads ``spec.split``, or its input
+      shard ``spec.shard``).
     domain: display name for errors.
 
   Returns:
@@ -250,8 +282,9 @@ def stream_epoch_fn(spec: StreamSpec, *, domain: str = ""):
   """
   builder = tfds_common.builder(spec.tfds_name, spec.data_dir, domain)
   select, keep = _select_fn(spec)
-  ordered = _ordered_records(builder, spec, spec.split, domain=domain)
-  instructions = _file_instructions(builder, spec.split)
+  split = shard_split(spec, spec.split)
+  ordered = _ordered_records(builder, spec, split, domain=domain)
+  instructions = _file_instructions(builder, split)
   if instructions:
     return _shuffled_epoch_fn(builder, spec, instructions, select, keep,
                               domain=domain), True
