@@ -493,3 +493,25 @@ def test_streaming_crop_matches_vectorised_augmentation():
     augment.random_resized_crop(images[0].astype(np.float32), u[0],
                                 out_size=8, crop_area=(0.5, 1.0),
                                 aspect=(1.0, 1.0))
+
+
+def test_streaming_input_shards_read_disjoint_even_splits(tiny_dir):
+  """Each process's shard of a streamed domain is its tfds.even_splits part:
+  the shards' epochs are disjoint and together one epoch of the split."""
+  from mdssl_jax.data import shards  # pylint: disable=g-import-not-at-top
+  dom = _tiny(tiny_dir)
+  parts = [shards.shard_domain(dom, s, 2) for s in range(2)]
+  assert [p.num_train for p in parts] == [_NUM_TRAIN // 2] * 2
+  assert all(p.global_num_train == _NUM_TRAIN for p in parts)
+  c = _config(n=4, identity=True)
+  c.data.input_shards = 2
+  labels = []
+  for s, part in enumerate(parts):
+    held = shards.Held(2, {s: [part]})
+    # 6 steps × 2 rows = one epoch of the 12-example shard.
+    batches = _take(c, None, _NUM_TRAIN // 4, held=held)
+    labels.append(np.concatenate([b["label"] for b in batches]))
+    assert sorted(set(labels[-1])) == sorted(labels[-1])  # One epoch.
+  assert sorted(np.concatenate(labels)) == list(range(_NUM_TRAIN))
+  with pytest.raises(ValueError, match="one input shard"):
+    shards.merge(parts)
