@@ -9,7 +9,7 @@
 #       --config.data.data_dir=gs://BUCKET/tfds
 #   launch/tpu_pod.sh delete --name=mdssl --zone=us-central2-b
 #
-# Every worker runs the same `python -m MODULE ARGS --distributed`;
+# Every worker runs the same `python -m mdssl_jax.main ARGS --distributed`;
 # jax.distributed.initialize() finds the pod's topology by itself. Add
 # --dry-run to print the commands instead of running them.
 set -euo pipefail
@@ -50,7 +50,7 @@ options (before MODULE; everything after MODULE goes to the module):
   --dry-run                 print the commands, run nothing
   -h, --help                this text
 
-MODULE is an mdssl_jax module (mdssl_jax.main); ARGS must include
+MODULE is mdssl_jax.main (the multi-host trainer); ARGS must include
 --workdir on storage every worker shares (gs://BUCKET/...).
 EOF
 }
@@ -164,8 +164,9 @@ prepare_run() {
   ((${#module_args[@]} > 0)) || die "$command needs MODULE (e.g. \
 mdssl_jax.main) and its flags after the options."
   local module=${module_args[0]}
-  [[ $module == mdssl_jax.* ]] || die "MODULE must be an mdssl_jax module \
-such as mdssl_jax.main, got '$module'."
+  [[ $module == mdssl_jax.main ]] || die "MODULE must be mdssl_jax.main \
+(the multi-host trainer), got '$module'; evaluate or analyse a workdir on \
+one worker afterwards (gcloud ... ssh --worker=0)."
   local args=("${module_args[@]}") workdir="" has_dist=0 i
   for ((i = 1; i < ${#args[@]}; i++)); do
     case ${args[i]} in

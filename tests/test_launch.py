@@ -82,13 +82,13 @@ def test_tpu_create_and_delete_commands():
 def test_tpu_run_keeps_awkward_arguments_and_detaches():
   args = ["--workdir=gs://b/r", "--config=c.py", "it's", "a$b \"c\""]
   r = _run("tpu_pod.sh", "run", "--dry-run", "--detach", "--name=pod",
-           "--zone=z", "mdssl_jax.evaluate", *args, "--distributed")
+           "--zone=z", "mdssl_jax.main", *args, "--distributed")
   assert r.returncode == 0, r.stderr
   (run,) = _commands(r.stdout)
   remote = shlex.split(_remote(run))
   # The worker's shell sees exactly the given words, once --distributed.
   assert remote[:7] == ["cd", "~/mdssl_jax", "&&", "nohup",
-                        "~/venv/bin/python", "-m", "mdssl_jax.evaluate"]
+                        "~/venv/bin/python", "-m", "mdssl_jax.main"]
   assert remote[7:12] == [*args, "--distributed"]
   assert remote[12:] == [">~/mdssl_jax_run.log", "2>&1", "</dev/null", "&"]
 
@@ -125,7 +125,9 @@ def test_tpu_warns_about_a_workdir_only_one_host_sees():
     (("launch", "--name=p", "--zone=z", "--config=c.py"),
      "unknown option '--config=c.py'"),
     (("run", "--name=p", "--zone=z", "train.py", "--workdir=gs://b"),
-     "MODULE must be an mdssl_jax module"),
+     "MODULE must be mdssl_jax.main"),
+    (("run", "--name=p", "--zone=z", "mdssl_jax.evaluate",
+      "--workdir=gs://b"), "MODULE must be mdssl_jax.main (the multi-host"),
     (("launch", "--name=p", "--zone=z", "mdssl_jax.main", "--config=c.py"),
      "launch needs --workdir"),
     (("delete", "--name=p", "--zone=z", "mdssl_jax.main"),
