@@ -32,6 +32,7 @@ import re
 from typing import Any, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
@@ -162,8 +163,9 @@ def summary(tree: Any, shardings: Any) -> str:
   sharded = [FSDP_AXIS in tuple(s.spec) for s in specs]
   total = max(sum(sizes), 1)
   part = sum(b for b, s in zip(sizes, sharded) if s)
-  return (f"{sum(sharded)} of {len(leaves)} state leaves ({100 * part / total:.1f}"
-          f" % of {total / 2**20:.1f} MiB) sharded over {FSDP_AXIS}")
+  return (f"{sum(sharded)} of {len(leaves)} state leaves "
+          f"({100 * part / total:.1f} % of {total / 2**20:.1f} MiB) sharded "
+          f"over {FSDP_AXIS}")
 
 
 def allgather_rows(x: np.ndarray) -> np.ndarray:
@@ -175,7 +177,6 @@ def allgather_rows(x: np.ndarray) -> np.ndarray:
   x = np.asarray(x)
   if jax.process_count() == 1:
     return x
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   counts = np.asarray(multihost_utils.process_allgather(
       np.asarray([len(x)], np.int64))).reshape(-1)
   padded = np.zeros((int(counts.max()),) + x.shape[1:], x.dtype)

@@ -1,4 +1,5 @@
-"""FSDP sharding rules, FSDP vs data-parallel steps, per-process input shards."""
+"""FSDP sharding rules, FSDP vs data-parallel steps, per-process input
+shards."""
 
 import jax
 import numpy as np
@@ -138,7 +139,7 @@ def test_fsdp_and_data_parallel_give_the_same_loss_and_params(dp_and_fsdp):
                                atol=1e-5)
 
 
-# ---- Input shards --------------------------------------------------------------
+# ---- Input shards ------------------------------------------------------------
 
 
 def test_input_shards_are_disjoint_and_cover_each_domain():

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from mdssl_jax.data.domain import DomainData
+from mdssl_jax.data.sources import tfds_streaming
 
 
 def held_shards(total: int, process_index: int,
@@ -60,7 +61,6 @@ def shard_domain(dom: DomainData, shard: int, total: int) -> DomainData:
   if total == 1:
     return dom
   if dom.is_streaming:
-    from mdssl_jax.data.sources import tfds_streaming  # pylint: disable=g-import-not-at-top
     spec = dataclasses.replace(dom.stream, shard=(shard, total))
     spec = dataclasses.replace(
         spec, num_train=tfds_streaming.shard_num_train(spec, dom.name))

@@ -20,6 +20,7 @@ import math
 from typing import Any, Callable
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 # Batches dispatched ahead of the one being fetched.
@@ -156,7 +157,6 @@ class FeatureExtractor:
   def _gathered(self, params: Any, batch_stats: Any,
                 images: np.ndarray) -> np.ndarray:
     """`__call__` over several processes (see the class docstring)."""
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     procs = jax.process_count()
     counts = np.asarray(multihost_utils.process_allgather(
         np.asarray([images.shape[0]], np.int64))).reshape(-1)
