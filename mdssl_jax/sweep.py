@@ -238,7 +238,9 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
   out = io.StringIO()
   writer = csv.DictWriter(out, fieldnames=columns)
   writer.writeheader()
-  writer.writerows(rows)
+  # Ten significant digits: 40.05, not float noise like 40.050000000000004.
+  writer.writerows([{k: f"{v:.10g}" if isinstance(v, float) else v
+                     for k, v in r.items()} for r in rows])
   with atomic_file.atomic_open(path) as f:
     f.write(out.getvalue())
 

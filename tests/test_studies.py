@@ -251,6 +251,7 @@ def test_sweep_reports(swept):
     assert r["steps"] == "4" and float(r["images_seen"]) == 64
     assert float(r["knn/mean"]) > 0 and float(r["wall_clock_seconds"]) > 0
     assert float(r["checkpoint_mb"]) > 0 and r["devices"] == "8"
+    assert f"{float(r['knn/mean']):.10g}" == r["knn/mean"]
   mean = np.mean([float(rows[n]["knn/mean"]) for n in ("a_s0", "a_s1")])
   std = np.std([float(rows[n]["knn/mean"]) for n in ("a_s0", "a_s1")],
                ddof=1)
