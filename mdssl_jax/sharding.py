@@ -168,6 +168,12 @@ def summary(tree: Any, shardings: Any) -> str:
           f"over {FSDP_AXIS}")
 
 
+def process_row_counts(n: int) -> np.ndarray:
+  """[process_count] int64: every process's `n`, in process order."""
+  return np.asarray(multihost_utils.process_allgather(
+      np.asarray([n], np.int64))).reshape(-1)
+
+
 def allgather_rows(x: np.ndarray) -> np.ndarray:
   """Every process's `x` [n_p, ...] concatenated in process order.
 
@@ -177,8 +183,7 @@ def allgather_rows(x: np.ndarray) -> np.ndarray:
   x = np.asarray(x)
   if jax.process_count() == 1:
     return x
-  counts = np.asarray(multihost_utils.process_allgather(
-      np.asarray([len(x)], np.int64))).reshape(-1)
+  counts = process_row_counts(len(x))
   padded = np.zeros((int(counts.max()),) + x.shape[1:], x.dtype)
   padded[:len(x)] = x
   every = np.asarray(multihost_utils.process_allgather(padded))

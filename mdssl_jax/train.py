@@ -10,9 +10,10 @@ them directly instead of re-implementing them)::
 
   domains = sources.load_domains(config.data)
   setup = train.build_setup(config, train.run_shape(config, domains))
-  mesh = sharding_lib.make_mesh(config.mesh_shape)
-  state = train.restore_or_init(setup, config, checkpointer, mesh)
-  step_fn = train.make_train_step(setup, mesh)
+  mesh = sharding_lib.mesh_from_config(config)
+  placement = train.state_sharding(setup, config, mesh)
+  state = train.restore_or_init(setup, config, checkpointer, placement)
+  step_fn = train.make_train_step(setup, mesh, placement)
   state = train.train_loop(config, setup, state, step_fn, batches, ...)
   results = train.evaluate_state(config, setup, state, domains, extractor)
 
@@ -264,18 +265,17 @@ def _mesh_of(sharding: Any) -> jax.sharding.Mesh:
 
 def restore_or_init(setup: Setup, config: ml_collections.ConfigDict,
                     checkpointer: ckpt_lib.Checkpointer,
-                    mesh: jax.sharding.Mesh) -> TrainState:
+                    placement: TrainState) -> TrainState:
   """The newest checkpoint's state (config.checkpoint.resume), else a new one.
 
-  Either way the state is placed over `mesh` by `state_sharding`
-  (whatever mesh the checkpoint was written from). A checkpoint without
+  Either way the state is placed by `placement` (`state_sharding`),
+  whatever mesh the checkpoint was written from. A checkpoint without
   monitor state (written with every monitor off, or before monitors
   existed) resumes with the monitors enabled now started afresh.
 
   Raises:
     ckpt_lib.CheckpointError: the newest checkpoint cannot be restored.
   """
-  placement = state_sharding(setup, config, mesh)
   if not (config.checkpoint.resume
           and checkpointer.latest_step() is not None):
     return create_state(setup, config, placement)
@@ -851,7 +851,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.mesh.fsdp > 1:
     logging.info("FSDP: %s.", sharding_lib.summary(
         abstract_state(setup, config), placement))
-  state = restore_or_init(setup, config, checkpointer, mesh)
+  state = restore_or_init(setup, config, checkpointer, placement)
   start_step = int(state.step)
   jsonl = None
   if is_main:

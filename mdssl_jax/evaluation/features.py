@@ -23,6 +23,8 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from mdssl_jax import sharding as sharding_lib
+
 # Batches dispatched ahead of the one being fetched.
 _PREFETCH = 2
 
@@ -158,8 +160,7 @@ class FeatureExtractor:
                 images: np.ndarray) -> np.ndarray:
     """`__call__` over several processes (see the class docstring)."""
     procs = jax.process_count()
-    counts = np.asarray(multihost_utils.process_allgather(
-        np.asarray([images.shape[0]], np.int64))).reshape(-1)
+    counts = sharding_lib.process_row_counts(images.shape[0])
     batch = self._batch_for(int(counts.max()) * procs)
     local = batch // procs
     dim = self._out_dim(params, batch_stats, (batch,) + images.shape[1:])
