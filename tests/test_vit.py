@@ -21,6 +21,7 @@ from mdssl_jax import config_lib
 from mdssl_jax import optim
 from mdssl_jax import presets
 from mdssl_jax import train
+from mdssl_jax.data import sources
 from mdssl_jax.evaluation import blocks as blocks_lib
 from mdssl_jax.models import network as network_lib
 from mdssl_jax.models import resnet as resnet_lib
@@ -381,6 +382,35 @@ def test_vit_demo_trains_with_finite_falling_loss(method, demo_losses):
   losses = demo_losses(method)
   assert len(losses) == 24 and np.isfinite(losses).all(), losses
   assert losses[-6:].mean() < losses[:6].mean(), losses
+
+
+# Methods whose ViT-Ti/4 demo beats its initialisation in kNN top-1 (the
+# config docstrings have the numbers; BYOL, MoCo v3 and DINO do not yet).
+BEATS_INIT = ("simclr",)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", BEATS_INIT)
+def test_vit_demo_beats_its_initialisation_in_knn(method, tmp_path):
+  """60 test-size steps of the demo recipe lift held-out kNN top-1.
+
+  Measured on the micro ViT (mean over photos and textures, 400 test
+  images each): SimCLR 56.6 → 58.6 (seed 0) and 56.0 → 59.5 (seed 1);
+  DINO only +1.2 / +0.5, so it is not held to this bar. A recipe that
+  does not learn (lr 0, wrecked features) stays at or below the init.
+  """
+  config = demo_config(method, steps=60)
+  config.model.vit.size = "micro"
+  config.checkpoint.every_steps = 60
+  del config.evals["probe"]
+  train.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / "results.json") as f:
+    after = json.load(f)["mean"]["knn_top1"]
+  loaded = sources.load_domains(config.data)
+  setup = train.build_setup(config, train.run_shape(config, loaded))
+  init = train.evaluate_state(config, setup, train.create_state(setup, config),
+                              loaded)["mean"]["knn_top1"]
+  assert after > init + 1.0, (init, after)
 
 
 def micro_step_config(method):
