@@ -6,6 +6,7 @@ recipe at test size (16 px, 2 domains, the 2-block "micro" ViT) in one
 module-scoped fixture.
 """
 
+import functools
 import json
 import math
 import os
@@ -65,13 +66,17 @@ def test_parameter_counts_match_timm_without_head():
 
 def test_output_and_block_shapes_native_and_small_crops():
   model = tiny_vit()
-  variables = model.init(jax.random.PRNGKey(0), images(2, 16), train=False)
-  feats, inter = model.apply(variables, images(3, 16), train=False)
+  # Compiled whole: op-by-op dispatch compiles every primitive separately.
+  apply = jax.jit(functools.partial(model.apply, train=False))
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.PRNGKey(0), images(2, 16))
+  feats, inter = apply(variables, images(3, 16))
   assert feats.shape == (3, 16) and feats.dtype == jnp.float32
-  assert list(inter) == ["stem", "stage1_block1", "stage1_block2"]
+  # (jit returns dicts key-sorted; the block order is checked below.)
+  assert set(inter) == {"stem", "stage1_block1", "stage1_block2"}
   assert all(v.shape == (3, 4, 4, 16) for v in inter.values())
   # A local crop of 8 px: a 2×2 grid, same parameters.
-  feats, inter = model.apply(variables, images(3, 8), train=False)
+  feats, inter = apply(variables, images(3, 8))
   assert feats.shape == (3, 16)
   assert all(v.shape == (3, 2, 2, 16) for v in inter.values())
   with pytest.raises(ValueError, match="not a multiple of patch_size=4"):
@@ -174,12 +179,14 @@ def _np_block(x, p, heads):
 def test_block_forward_equals_numpy_reference():
   block = vit_lib.Block(num_heads=2)
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 8))
-  params = block.init(jax.random.PRNGKey(4), x, train=False)["params"]
+  params = jax.jit(functools.partial(block.init, train=False))(
+      jax.random.PRNGKey(4), x)["params"]
   # Non-trivial norm parameters and biases, so every term is exercised.
   params = jax.tree.map(
       lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(5), a.shape),
       params)
-  out = block.apply({"params": params}, x, train=True)
+  out = jax.jit(functools.partial(block.apply, train=True))(
+      {"params": params}, x)
   ref = _np_block(np.asarray(x, np.float64),
                   jax.tree.map(lambda a: np.asarray(a, np.float64), params),
                   heads=2)
@@ -309,7 +316,8 @@ def test_cosine_weight_decay_schedule_values_and_use():
 def test_frozen_patch_projection_never_changes():
   model = tiny_vit(frozen_patch_embed=True)
   x = images(4, 16)
-  params = model.init(jax.random.PRNGKey(0), x, train=False)["params"]
+  params = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.PRNGKey(0), x)["params"]
   assert set(params["patch_embed"]) == {"frozen_kernel", "frozen_bias"}
   cfg = config_lib.get_default_config().optim
   cfg.update(name="adamw", base_lr=0.01, weight_decay=0.1, warmup_steps=0,
@@ -318,11 +326,14 @@ def test_frozen_patch_projection_never_changes():
                                global_batch=256)
   loss = lambda p: jnp.mean(model.apply({"params": p}, x, train=True)[0]
                             ** 2)
-  grad = jax.jit(jax.grad(loss))
+
+  @jax.jit
+  def step(p, state):
+    updates, state = tx.update(jax.grad(loss)(p), state, p)
+    return optax.apply_updates(p, updates), state
   new, state = params, tx.init(params)
   for _ in range(3):
-    updates, state = tx.update(grad(new), state, new)
-    new = optax.apply_updates(new, updates)
+    new, state = step(new, state)
   jax.tree.map(np.testing.assert_array_equal, new["patch_embed"],
                params["patch_embed"])
   assert not np.allclose(new["block1"]["fc1"]["kernel"],

@@ -145,7 +145,8 @@ def _pseudo_dataset(config: Any, domains: Sequence[DomainData],
   fn = pseudo_lib.step_fn(memory, s, table, num_domains=num_domains, lo=lo,
                           hi=hi, ignored=config.pseudo_domains.ignored)
   ds = tf.data.Dataset.range(start_step, settings_lib.NO_END).map(
-      fn, num_parallel_calls=settings_lib.parallel_calls(config),
+      settings_lib.unconverted(fn),
+      num_parallel_calls=settings_lib.parallel_calls(config),
       deterministic=True)
   return _finish(ds, config)
 
@@ -243,8 +244,9 @@ def _rows_dataset(config: Any, domains: Sequence[DomainData],
     ds = tf.data.Dataset.zip((ds, *streams))
   step_batch = _step_batch_fn(blocks, memory, s, domain_ids,
                               len(domains) * per_domain)
-  return ds.map(step_batch, num_parallel_calls=settings_lib.parallel_calls(
-      config), deterministic=True)
+  return ds.map(settings_lib.unconverted(step_batch),
+                num_parallel_calls=settings_lib.parallel_calls(config),
+                deterministic=True)
 
 
 def make_train_iterator(config: Any, domains: Sequence[DomainData], *,

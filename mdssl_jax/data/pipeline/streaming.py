@@ -131,7 +131,8 @@ def stream_views(config: Any, dom: DomainData, *, domain: int,
     ds = ds.filter(lambda p, rec: tf.logical_and(p % per_domain >= lo,
                                                  p % per_domain < hi))
   saliency = s.saliency_on and s.has_masks[domain]
-  ds = ds.map(_prepare_fn(dom, domain, s, saliency),
+  prepare = _prepare_fn(dom, domain, s, saliency)
+  ds = ds.map(settings_lib.unconverted(prepare),
               num_parallel_calls=settings_lib.parallel_calls(config),
               deterministic=True)
   return ds.batch(hi - lo, drop_remainder=True)
