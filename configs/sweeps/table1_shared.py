@@ -38,7 +38,10 @@ def get_config(arg=None):
   domain = lambda d: {"name": d, "source": "npz", "path": path(d)}
   base = {"data.domains": [domain(d) for d in TRAIN],
           "budget.images_seen": arg.images, "total_steps": -1,
-          "optim.warmup_steps": arg.steps_per_warmup}
+          "optim.warmup_steps": arg.steps_per_warmup,
+          # A cell cut short (a session's end) resumes from its last
+          # 100-step checkpoint instead of from step 0.
+          "checkpoint.every_steps": 100}
   unseen = f"configs/eval/unseen.py:npz={path(UNSEEN)},seen=false"
   cells = []
   for d in TRAIN:
