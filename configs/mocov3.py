@@ -76,8 +76,9 @@ Variants (config arguments, comma-separated):
            after 120 steps, 60.1% after 240. Not the cause (120 steps):
            solarisation or the augmentation (SimCLR's views, blur 0.5 and
            no solarisation: 56.3%), the heads' BN statistics (joint over
-           both views: 53.3%); a faster target helps a little (EMA τ 0.9:
-           58.8%, textures 29.6). The same recipe lifts
+           both views: 53.3%); a faster target or a longer warm-up
+           helps a little (EMA τ 0.9: 58.8%; 60 warm-up steps: 58.8%;
+           base lr 1e-3 with τ 0.9: 57.1%). The same recipe lifts
            SimCLR to 66.6% (configs/simclr.py:vit_tiny_demo).
   steps=N  Overrides total_steps.
 """
