@@ -332,8 +332,17 @@ def save_plots(sweep: Any, cells: Sequence[Cell],
       err = [np.std(points[x], ddof=1) if len(points[x]) > 1 else 0.0
              for x in xs]
       ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=str(label))
+    init = [done[c.name][column] for c in cells
+            if c.init and done.get(c.name, {}).get(column) is not None]
+    if init:  # What training must beat: the same encoder untrained.
+      ax.axhline(float(np.mean(init)), color="grey", linestyle="--",
+                 label="initialisation")
     if x_key in ("diversity", "images_seen", "epochs"):
       ax.set_xscale("log")
+      # Label the swept values themselves, not log-scale minor ticks.
+      ticks = sorted({x for points in lines.values() for x in points})
+      ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+      ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set(xlabel=x_key, ylabel=f"{y_key} top-1 (mean over domains, %)",
            title=sweep.name)
     ax.legend(title=series, fontsize=8)
