@@ -79,8 +79,8 @@ Variants (config arguments, comma-separated):
            both views: 53.3%); a faster target or a longer warm-up
            helps a little (EMA τ 0.9: 58.8%; 60 warm-up steps: 58.8%;
            base lr 1e-3 with τ 0.9: 57.1%; 3 × 32 images per step:
-           57.9%). The same recipe lifts
-           SimCLR to 66.6% (configs/simclr.py:vit_tiny_demo).
+           57.9%). The same recipe lifts SimCLR to 66.6%
+           (configs/simclr.py:vit_tiny_demo).
   steps=N  Overrides total_steps.
 """
 
